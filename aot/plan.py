@@ -1,0 +1,182 @@
+"""Planning: one static launch plan per bucket, with activations placed in one arena.
+
+For a bucket (tokens, sequences, logits rows) the fused graph is run on meta tensors to learn
+every value's shape, each node is lowered, and each output gets an arena offset from a
+liveness-based first-fit placement. Kernel impls turn into launches whose parameters reference
+buffers, weights, inputs and the KV cache (see docs/FORMAT.md).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.fx
+
+from .ir import op_of
+from .lower import Choice, choose_impl
+from .model import STEP_INPUTS
+from .target import Target
+
+ALIGN = 256
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16", torch.int32: "int32", torch.int64: "int64"}
+
+
+@dataclass(frozen=True)
+class Bucket:
+    kind: str  # decode | prefill
+    num_tokens: int
+    num_seqs: int
+    num_logits: int
+
+    @property
+    def name(self) -> str:
+        return f"decode_b{self.num_tokens}" if self.kind == "decode" else f"prefill_t{self.num_tokens}"
+
+
+def input_shapes(bucket: Bucket, max_blocks_per_seq: int) -> dict[str, tuple[int, ...]]:
+    t, b, r = bucket.num_tokens, bucket.num_seqs, bucket.num_logits
+    return {
+        "input_ids": (t,), "positions": (t,), "slot_mapping": (t,), "block_tables": (b, max_blocks_per_seq),
+        "seq_lens": (b,), "query_start_loc": (b + 1,), "logits_indices": (r,),
+        "temperature": (r,), "top_k": (r,), "top_p": (r,), "uniform": (r,),
+    }
+
+
+def _meta(shape, dtype) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
+class _Refs:
+    """Meta values of a plan and what each one refers to in the bundle."""
+
+    def __init__(self):
+        self.by_id: dict[int, dict] = {}
+
+    def bind(self, value: torch.Tensor, ref: dict) -> torch.Tensor:
+        self.by_id[id(value)] = ref
+        return value
+
+    def of(self, value) -> dict:
+        if isinstance(value, torch.Tensor):
+            return self.by_id[id(value)]
+        if isinstance(value, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in value):
+            return {"list": [self.of(v) for v in value]}
+        return {"const": list(value) if isinstance(value, tuple) else value}
+
+
+def _placeholder_value(node, refs: _Refs, bucket: Bucket, shapes, params, kv_shape, kv_dtype, max_blocks):
+    kind, _, name = node.meta["ref"].partition(":")
+    if kind == "input":
+        return refs.bind(_meta(shapes[name], STEP_INPUTS[name]), {"input": name})
+    if kind == "weight":
+        p = params[name]
+        return refs.bind(_meta(p.shape, p.dtype), {"weight": name})
+    if kind == "kv":
+        which, _, layer = name.partition(":")
+        return refs.bind(_meta(kv_shape, kv_dtype), {"kv_cache": which, "layer": int(layer)})
+    if name == "max_query_len":
+        return 1 if bucket.kind == "decode" else bucket.num_tokens
+    raise ValueError(f"unknown placeholder {node.meta['ref']}")
+
+
+def _place(buffers: dict[str, dict], lifetimes: dict[str, tuple[int, int]]) -> int:
+    """First-fit by decreasing size; buffers whose lifetimes overlap never share bytes."""
+    placed: list[tuple[int, int, int, int]] = []  # offset, end, first, last
+    arena = 0
+    for name in sorted(buffers, key=lambda n: (-buffers[n]["nbytes"], lifetimes[n][0], n)):
+        size = -(-buffers[name]["nbytes"] // ALIGN) * ALIGN
+        first, last = lifetimes[name]
+        clashes = sorted((o, e) for o, e, f, l in placed if not (l < first or last < f))
+        offset = 0
+        for o, e in clashes:
+            if offset + size <= o:
+                break
+            offset = max(offset, e)
+        buffers[name]["offset"] = offset
+        placed.append((offset, offset + size, first, last))
+        arena = max(arena, offset + size)
+    return arena
+
+
+def plan_bucket(
+    gm: torch.fx.GraphModule,
+    bucket: Bucket,
+    params: dict[str, torch.Tensor],
+    target: Target,
+    overrides: dict,
+    kv_layout: dict,
+    max_blocks_per_seq: int,
+    kernel_params=None,
+) -> tuple[dict, dict[str, Choice]]:
+    """The plan JSON for one bucket and the lowering choice of every node.
+
+    `kernel_params(launch, refs_of_args) -> (kernel_id, params)` turns a Launch into its plan
+    entry (the build's compiler); it is needed only when a node lowers to a kernel impl.
+    """
+    refs = _Refs()
+    shapes = input_shapes(bucket, max_blocks_per_seq)
+    kv_shape = (1, kv_layout["block_size"], kv_layout["num_kv_heads"], kv_layout["head_dim"])
+    kv_dtype = getattr(torch, kv_layout["dtype"])
+    values: dict[torch.fx.Node, object] = {}
+    buffers: dict[str, dict] = {}
+    lifetimes: dict[str, tuple[int, int]] = {}
+    steps, choices = [], {}
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+
+    def last_use(node) -> int:
+        users = [last_use(u) if u.target is operator.getitem else order[u] for u in node.users]
+        return max(users, default=order[node])
+
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            values[node] = _placeholder_value(node, refs, bucket, shapes, params, kv_shape, kv_dtype, max_blocks_per_seq)
+        elif node.op == "call_function" and node.target is operator.getitem:
+            values[node] = values[node.args[0]][node.args[1]]
+        elif node.op == "call_function":
+            op = op_of(node.target)
+            args = tuple(torch.fx.node.map_arg(a, lambda n: values[n]) for a in node.args)
+            result = op.fake(*args)
+            outs = [] if result is None else [result] if isinstance(result, torch.Tensor) else list(result)
+            out_refs = []
+            for i, out in enumerate(outs):
+                name = f"{node.name}" if len(outs) == 1 else f"{node.name}.{i}"
+                buffers[name] = {"shape": list(out.shape), "dtype": DTYPE_NAMES[out.dtype], "nbytes": out.numel() * out.element_size()}
+                lifetimes[name] = (order[node], last_use(node))
+                refs.bind(out, {"buffer": name})
+                out_refs.append(name)
+            values[node] = result
+            choice = choose_impl(node, args, target, overrides)
+            choices[f"{bucket.name}/{node.name}"] = choice
+            step = {"node": node.name, "op": op.name, "provider": choice.impl.provider,
+                    "args": [refs.of(a) for a in args], "outputs": out_refs}
+            if choice.impl.launches:
+                step["launches"] = [kernel_params(launch, refs, outs) for launch in choice.impl.fn(*args)]
+            steps.append(step)
+        elif node.op == "output":
+            (result,) = node.args
+            outputs = {k: refs.of(values[v])["buffer"] for k, v in result.items()}
+            for name in outputs.values():
+                lifetimes[name] = (lifetimes[name][0], len(order))
+    arena = _place(buffers, lifetimes)
+    for b in buffers.values():
+        del b["nbytes"]
+    plan = {
+        "name": bucket.name, "kind": bucket.kind, "num_tokens": bucket.num_tokens, "num_seqs": bucket.num_seqs,
+        "num_logits": bucket.num_logits, "max_blocks_per_seq": max_blocks_per_seq, "arena_bytes": arena,
+        "inputs": {k: {"shape": list(s), "dtype": DTYPE_NAMES[STEP_INPUTS[k]]} for k, s in shapes.items()},
+        "buffers": dict(sorted(buffers.items())), "outputs": outputs, "steps": steps,
+    }
+    return plan, choices
+
+
+def buckets(max_batch_size: int, max_num_batched_tokens: int) -> list[Bucket]:
+    """Decode buckets 1, 2, 4, ... max_batch_size; prefill buckets 16, 32, ... max_num_batched_tokens."""
+    decode = sorted({min(2**i, max_batch_size) for i in range(math.ceil(math.log2(max_batch_size)) + 1)})
+    smallest = 16
+    prefill = sorted({min(smallest * 2**i, max_num_batched_tokens) for i in range(max(1, math.ceil(math.log2(max_num_batched_tokens / smallest)) + 1))})
+    return [Bucket("decode", b, b, b) for b in decode] + [
+        Bucket("prefill", t, max_batch_size, min(t, max_batch_size)) for t in prefill
+    ]

@@ -1,0 +1,106 @@
+"""From a scheduled step to a plan's inputs: pick the smallest bucket that holds it, pad the rest.
+
+Padding follows docs/FORMAT.md: padded tokens write nothing to the cache (slot -1), padded
+sequences have length 0, padded logits rows are greedy on row 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llmc.errors import LlmcError
+
+from .sampling_params import uniform_draw
+
+
+@dataclass
+class StepBatch:
+    kind: str  # prefill | decode
+    token_ids: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)
+    block_tables: list[list[int]] = field(default_factory=list)
+    seq_lens: list[int] = field(default_factory=list)
+    query_lens: list[int] = field(default_factory=list)
+    logits_indices: list[int] = field(default_factory=list)
+    rows: list[tuple[float, int, float, float]] = field(default_factory=list)  # temperature, top_k, top_p, uniform
+    logit_rows: list[int | None] = field(default_factory=list)  # per sequence: its row, or None if it samples nothing
+
+    def add_tokens(self, seq, start: int, count: int, block_manager) -> None:
+        ids = seq.token_ids
+        self.token_ids += ids[start : start + count]
+        self.positions += range(start, start + count)
+        self.slots += [block_manager.slot(seq, p) for p in range(start, start + count)]
+        self.block_tables.append(list(seq.block_table))
+        self.seq_lens.append(start + count)
+        self.query_lens.append(count)
+
+    def add_row(self, token_index: int, params, seed: int, draw_index: int) -> int:
+        self.logits_indices.append(token_index)
+        self.rows.append((params.temperature, params.top_k, params.top_p, uniform_draw(seed, draw_index)))
+        return len(self.logits_indices) - 1
+
+    @classmethod
+    def from_schedule(cls, out, block_manager) -> "StepBatch":
+        batch = cls("prefill" if out.is_prefill else "decode")
+        for seq, count, samples in zip(out.seqs, out.num_new_tokens, out.samples):
+            batch.add_tokens(seq, seq.num_computed_tokens, count, block_manager)
+            row = None
+            if samples:
+                row = batch.add_row(len(batch.token_ids) - 1, seq.params, seq.seed, len(seq.output_token_ids))
+            batch.logit_rows.append(row)
+        return batch
+
+    @classmethod
+    def for_chunk(cls, seq, start: int, count: int, block_manager) -> "StepBatch":
+        """A prefill chunk of one sequence with a logits row for every token (scoring)."""
+        batch = cls("prefill")
+        batch.add_tokens(seq, start, count, block_manager)
+        for i in range(count):
+            batch.add_row(i, seq.params, seq.seed, 0)
+        batch.logit_rows.append(None)
+        return batch
+
+
+def pick_plan(plans: dict[str, dict], batch: StepBatch) -> dict:
+    fits = [
+        p for p in plans.values()
+        if p["kind"] == batch.kind and p["num_tokens"] >= len(batch.token_ids)
+        and p["num_seqs"] >= len(batch.seq_lens) and p["num_logits"] >= len(batch.logits_indices)
+        and p["max_blocks_per_seq"] >= max((len(t) for t in batch.block_tables), default=0)
+    ]
+    if not fits:
+        raise LlmcError(f"no {batch.kind} plan holds {len(batch.token_ids)} tokens of {len(batch.seq_lens)} sequences")
+    return min(fits, key=lambda p: (p["num_tokens"], p["num_seqs"]))
+
+
+def _padded(values, length: int, pad, dtype) -> np.ndarray:
+    out = np.full(length, pad, dtype=dtype)
+    out[: len(values)] = values
+    return out
+
+
+def fill_inputs(plan: dict, batch: StepBatch) -> dict[str, np.ndarray]:
+    t, b, r, mb = plan["num_tokens"], plan["num_seqs"], plan["num_logits"], plan["max_blocks_per_seq"]
+    tables = np.zeros((b, mb), dtype=np.int32)
+    for i, table in enumerate(batch.block_tables):
+        tables[i, : len(table)] = table
+    starts = np.zeros(b + 1, dtype=np.int32)
+    starts[1 : len(batch.query_lens) + 1] = np.cumsum(batch.query_lens)
+    starts[len(batch.query_lens) + 1 :] = starts[len(batch.query_lens)]
+    rows = list(zip(*batch.rows)) or [(), (), (), ()]
+    return {
+        "input_ids": _padded(batch.token_ids, t, 0, np.int32),
+        "positions": _padded(batch.positions, t, 0, np.int32),
+        "slot_mapping": _padded(batch.slots, t, -1, np.int32),
+        "block_tables": tables,
+        "seq_lens": _padded(batch.seq_lens, b, 0, np.int32),
+        "query_start_loc": starts,
+        "logits_indices": _padded(batch.logits_indices, r, 0, np.int32),
+        "temperature": _padded(rows[0], r, 0.0, np.float32),
+        "top_k": _padded(rows[1], r, 0, np.int32),
+        "top_p": _padded(rows[2], r, 1.0, np.float32),
+        "uniform": _padded(rows[3], r, 0.0, np.float32),
+    }

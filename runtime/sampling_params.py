@@ -1,0 +1,74 @@
+"""How one request is sampled and when it stops."""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmc.errors import UserError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 (or -1) = off
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+
+    def __post_init__(self):
+        if self.top_k == -1:
+            object.__setattr__(self, "top_k", 0)
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        object.__setattr__(self, "stop", stop)
+        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
+
+        _check_int("max_tokens", self.max_tokens)
+        if self.max_tokens < 1:
+            raise UserError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        _check_number("temperature", self.temperature)
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise UserError(f"temperature must be >= 0 and finite, got {self.temperature}")
+        _check_number("top_p", self.top_p)
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
+        _check_int("top_k", self.top_k)
+        if self.top_k < 0:
+            raise UserError(f"top_k must be >= 0 (or -1 for off), got {self.top_k}")
+        if self.seed is not None:
+            _check_int("seed", self.seed)
+            if not 0 <= self.seed < 2**63:
+                raise UserError(f"seed must be in [0, 2**63), got {self.seed}")
+        for s in stop:
+            if not isinstance(s, str) or not s:
+                raise UserError(f"stop must be non-empty strings, got {s!r}")
+        for t in self.stop_token_ids:
+            _check_int("stop_token_ids", t)
+            if t < 0:
+                raise UserError(f"stop_token_ids must be >= 0, got {t}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def uniform_draw(seed: int, index: int) -> float:
+    """The uniform number in [0, 1) that samples the index-th generated token of a request.
+
+    A function of (seed, index) only, so a request's output does not depend on the batch it
+    ran in or on being preempted and recomputed.
+    """
+    return float(np.random.default_rng([seed, index]).random())
+
+
+def _check_int(field: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise UserError(f"{field} must be an integer, got {value!r}")
+
+
+def _check_number(field: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise UserError(f"{field} must be a number, got {value!r}")
