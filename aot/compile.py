@@ -1,0 +1,431 @@
+"""Ahead-of-time compilation of kernel launches into cubin / hsaco, through the kernel cache.
+
+One `KernelSpec` is one (kernel, specialization, target): `triton.compile(ASTSource(...),
+target=GPUTarget(...))` turns it into a binary with no GPU present. The cache key covers what
+changes the bytes (kernel source and the jit functions it calls, signature, constexprs, attrs,
+num_warps, num_stages, target, Triton and ptxas versions, fp fusion, the environment variables
+Triton itself says change its output, llmc's kernel ABI version) and nothing else. Compilation
+pins Triton's knobs (line info off, no overrides, no dumps, a private Triton cache), so neither
+the binary nor the index entry carries a path, a time or a host name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import inspect
+import json
+import re
+import tempfile
+import types
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+import triton
+from triton._utils import canonicalize_dtype
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from triton.runtime.jit import JITFunction
+
+from llmc.artifacts.kernel_cache import KernelCache
+from llmc.errors import LlmcError, UserError
+
+from .target import get_target
+
+# llmc's kernel ABI: bump when the meaning of an index entry or the calling convention changes.
+ABI_VERSION = 1
+
+SCRATCH_PARAMS = (("global_scratch", "*i8"), ("profile_scratch", "*i8"))
+_TYPES = {
+    "i1", "u1", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64",
+    "fp16", "bf16", "fp32", "fp64", "fp8e4nv", "fp8e5", "fp8e4b8", "fp8e5b16", "fp8e4b15",
+}  # what a parameter may be, after an optional "*" (pointer)
+_POINTER_DIVISIBILITY = (("tt.divisibility", 16),)  # every buffer llmc hands a kernel is 16-byte aligned
+
+
+def arg_type(value) -> str:
+    """Triton's type string for one kernel argument: a tensor (real or meta), int, float, bool or None."""
+    if isinstance(value, torch.Tensor):
+        return "*" + canonicalize_dtype(value.dtype)
+    if value is None:
+        return "constexpr"
+    if isinstance(value, bool):
+        return "i1"
+    if isinstance(value, int):
+        if -(2**31) <= value < 2**31:
+            return "i32"
+        if -(2**63) <= value < 2**63:
+            return "i64"
+        raise ValueError(f"integer kernel argument {value} does not fit in 64 bits")
+    if isinstance(value, float):
+        return "fp32"
+    raise TypeError(f"no Triton type for a kernel argument of type {type(value).__name__}")
+
+
+# -- the kernel's identity --------------------------------------------------------------------
+
+_JIT_WRAPPERS: dict[Callable, JITFunction] = {}  # python function -> its JITFunction (interpreter mode)
+
+
+def jit_function(kernel) -> JITFunction:
+    """A real JITFunction for `kernel`, also when `@triton.jit` gave an InterpretedFunction.
+
+    Under TRITON_INTERPRET=1 every `@triton.jit` returns an InterpretedFunction; compiling one
+    needs a JITFunction of the same Python function whose globals see the jit functions it
+    calls as JITFunctions too. The wrapper is built once per function.
+    """
+    if isinstance(kernel, JITFunction):
+        return kernel
+    fn = getattr(kernel, "fn", None)
+    if not inspect.isfunction(fn):
+        raise TypeError(f"{kernel!r} is not a @triton.jit function")
+    if fn in _JIT_WRAPPERS:
+        return _JIT_WRAPPERS[fn]
+    scope = dict(fn.__globals__)
+    clone = types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__)
+    for attr in ("__kwdefaults__", "__annotations__", "__qualname__", "__module__", "__doc__"):
+        setattr(clone, attr, getattr(fn, attr))
+    accepted = inspect.signature(JITFunction.__init__).parameters
+    options = {k: v for k, v in getattr(kernel, "kwargs", {}).items() if k in accepted and k != "fn"}
+    wrapper = _JIT_WRAPPERS[fn] = JITFunction(clone, **options)
+    for name, value in fn.__globals__.items():  # helpers it calls, wrapped the same way
+        if not isinstance(value, JITFunction) and inspect.isfunction(getattr(value, "fn", None)) and hasattr(value, "rewrite"):
+            scope[name] = jit_function(value)
+    return wrapper
+
+
+# -- what to compile --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    kernel: Any  # the @triton.jit function as written (JITFunction, or InterpretedFunction)
+    signature: tuple[tuple[str, str], ...]  # every parameter in order: (name, "*bf16" | "i32" | "fp32" | "constexpr" ...)
+    constexprs: tuple[tuple[str, Any], ...]  # (name, value) for each "constexpr" parameter, in order
+    attrs: tuple[tuple[int, tuple[tuple[str, int], ...]], ...]  # (param index, ((attr, value), ...))
+    num_warps: int
+    num_stages: int
+    target: str  # sm80 | sm89 | sm90 | gfx942
+    fp_fusion: bool = True
+
+    def __post_init__(self):
+        if not get_target(self.target).compiles_kernels:
+            raise UserError(f"target {self.target!r} runs no compiled kernels; choose a GPU target")
+        for name, ty in self.signature:
+            if ty != "constexpr" and ty.removeprefix("*") not in _TYPES:
+                raise ValueError(f"{self.name}: parameter {name} has unknown Triton type {ty!r}")
+        if self.num_warps < 1 or self.num_warps & (self.num_warps - 1):
+            raise ValueError(f"{self.name}: num_warps {self.num_warps} must be a power of two")
+
+    @property
+    def name(self) -> str:
+        return getattr(self.kernel, "__name__", None) or self.kernel.fn.__name__
+
+    @property
+    def abi_params(self) -> tuple[tuple[str, str], ...]:
+        """The compiled entry point's parameters: the non-constexpr ones, then Triton's two scratch pointers."""
+        return tuple((n, t) for n, t in self.signature if t != "constexpr") + SCRATCH_PARAMS
+
+    def ast_source(self) -> ASTSource:
+        return ASTSource(
+            jit_function(self.kernel),
+            signature=dict(self.signature),
+            constexprs=dict(self.constexprs),
+            attrs={(i,): [list(a) for a in specs] for i, specs in self.attrs},
+        )
+
+
+def spec_from_launch(launch, arg_types: list[str], target: str, *, fp_fusion: bool = True) -> KernelSpec:
+    """The spec of one `Launch`; `arg_types[i]` is `launch.args[i]`'s type (see `arg_type`)."""
+    jit = jit_function(launch.kernel)
+    runtime = [p for p in jit.params if not p.is_constexpr]
+    if len(launch.args) != len(runtime) or len(arg_types) != len(runtime):
+        raise ValueError(
+            f"{launch.name} takes {len(runtime)} non-constexpr arguments ({', '.join(p.name for p in runtime)}); "
+            f"the launch gives {len(launch.args)} arguments and {len(arg_types)} types"
+        )
+    given = dict(zip((p.name for p in runtime), zip(launch.args, arg_types)))
+    unknown = set(launch.constexprs) - {p.name for p in jit.params if p.is_constexpr}
+    if unknown:
+        raise ValueError(f"{launch.name} has no constexpr parameter {sorted(unknown)[0]!r}")
+    signature, constexprs, attrs = [], [], []
+    for i, p in enumerate(jit.params):
+        if p.is_constexpr:
+            if p.name in launch.constexprs:
+                value = launch.constexprs[p.name]
+            elif p.default is not inspect.Parameter.empty:
+                value = p.default
+            else:
+                raise ValueError(f"{launch.name}: constexpr {p.name} has no value and no default")
+            signature.append((p.name, "constexpr"))
+            constexprs.append((p.name, value.value if isinstance(value, triton.language.constexpr) else value))
+            continue
+        value, ty = given[p.name]
+        if value is None and ty != "constexpr":
+            raise ValueError(f"{launch.name}: argument {p.name} is None, so its type must be 'constexpr', not {ty!r}")
+        signature.append((p.name, ty))
+        if ty == "constexpr":
+            constexprs.append((p.name, value))
+        elif ty.startswith("*"):
+            attrs.append((i, _POINTER_DIVISIBILITY))
+    return KernelSpec(
+        kernel=launch.kernel,
+        signature=tuple(signature),
+        constexprs=tuple(constexprs),
+        attrs=tuple(attrs),
+        num_warps=int(launch.num_warps),
+        num_stages=int(launch.num_stages),
+        target=target,
+        fp_fusion=fp_fusion,
+    )
+
+
+# -- the toolchain and the key ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    triton: str
+    ptxas: str | None  # cuda targets: the ptxas Triton runs for this arch
+    env: tuple[tuple[str, str], ...]  # environment variables Triton says change its output, as pinned
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"triton": self.triton, "ptxas": self.ptxas, "env": dict(self.env)}
+
+
+def gpu_target(name: str) -> GPUTarget:
+    t = get_target(name)
+    return GPUTarget(t.backend, t.arch, t.warp_size)
+
+
+def ptxas_version(arch: int) -> str:
+    """The version of the ptxas Triton uses for `arch` (3.6: ptxas below sm100; 3.9: ptxas-blackwell from sm90)."""
+    from triton.backends.nvidia.compiler import get_ptxas_version
+
+    text = get_ptxas_version(arch)
+    release = re.search(r"release [\d.]+, V([\d.]+)", text)
+    build = re.search(r"^Build (\S+)", text, re.MULTILINE)
+    if release and build:
+        return f"{release.group(1)} ({build.group(1)})"
+    return text.strip()
+
+
+def toolchain(target: str) -> Toolchain:
+    from triton._C.libtriton import get_cache_invalidating_env_vars
+
+    t = get_target(target)
+    with tempfile.TemporaryDirectory() as tmp, _pinned_triton(tmp):
+        env = tuple(sorted(get_cache_invalidating_env_vars().items()))
+    return Toolchain(triton=triton.__version__, ptxas=ptxas_version(t.arch) if t.backend == "cuda" else None, env=env)
+
+
+def _canonical(value) -> Any:
+    if isinstance(value, triton.language.constexpr):
+        value = value.value
+    if value is None or isinstance(value, (bool, int, str)):
+        return [type(value).__name__, value]
+    if isinstance(value, float):
+        return ["float", value.hex()]
+    if isinstance(value, triton.language.dtype):
+        return ["dtype", str(value)]
+    if isinstance(value, (tuple, list)):
+        return ["tuple", [_canonical(v) for v in value]]
+    raise TypeError(f"constexpr value {value!r} of type {type(value).__name__} has no canonical form for the cache key")
+
+
+def kernel_key(spec: KernelSpec, tools: Toolchain, abi_version: int = ABI_VERSION) -> str:
+    """The cache key: sha256 over everything that changes the compiled bytes, and nothing else."""
+    fields = {
+        "abi_version": abi_version,
+        "name": spec.name,
+        "source": jit_function(spec.kernel).cache_key,  # the source, and that of every jit function it calls
+        "signature": [list(p) for p in spec.signature],
+        "constexprs": [[n, _canonical(v)] for n, v in spec.constexprs],
+        "attrs": [[i, [list(a) for a in specs]] for i, specs in spec.attrs],
+        "num_warps": spec.num_warps,
+        "num_stages": spec.num_stages,
+        "num_ctas": 1,
+        "target": dataclasses.astuple(gpu_target(spec.target)),
+        "fp_fusion": spec.fp_fusion,
+        "toolchain": tools.as_dict(),
+    }
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def _pinned_triton(cache_dir: str):
+    """Triton's knobs set so the output depends on the spec only: no line info (it carries paths),
+    no IR overrides or dumps, no arch override, a private Triton cache, every compile a real one."""
+    from triton import knobs
+
+    pins = {
+        knobs.compilation: {
+            "disable_line_info": True, "always_compile": True, "override": False, "dump_ir": False,
+            "store_binary_only": False, "enable_asan": False, "dump_ir_extract_di_local_variables": False,
+            "use_ir_loc": None,
+        },
+        knobs.runtime: {"override_arch": None},
+        knobs.language: {"default_fp_fusion": True, "force_disable_fp_fusion": False},
+        knobs.nvidia: {"disable_ptxas_opt": False},
+        knobs.cache: {"dir": cache_dir, "manager_class": None},
+    }
+    with contextlib.ExitStack() as stack:
+        for group, values in pins.items():
+            stack.enter_context(group.scope())
+            for name, value in values.items():
+                if name in group.knob_descriptors:  # a knob one Triton version has and another lacks is skipped
+                    setattr(group, name, value)
+        yield
+
+
+# -- compiling --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompiledKernel:
+    binary: bytes
+    name: str  # the entry point
+    target: str
+    params: tuple[tuple[str, str], ...]  # the full ABI, scratch pointers last
+    num_warps: int
+    num_ctas: int
+    shared: int
+    global_scratch_size: int
+    global_scratch_align: int
+    profile_scratch_size: int
+    profile_scratch_align: int
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(self.binary).hexdigest()
+
+    @property
+    def suffix(self) -> str:
+        return get_target(self.target).binary_suffix
+
+    @property
+    def file(self) -> str:
+        return f"kernels/{self.id}.{self.suffix}"
+
+    def meta(self) -> dict[str, Any]:
+        """Everything but the bytes, as JSON (what the cache stores beside the binary)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "binary"}
+        d["params"] = [{"name": n, "type": t} for n, t in self.params]
+        return d
+
+    def index_entry(self) -> dict[str, Any]:
+        return {"file": self.file, **self.meta()}
+
+    @classmethod
+    def from_meta(cls, binary: bytes, meta: Mapping[str, Any]) -> CompiledKernel:
+        fields = dict(meta)
+        fields["params"] = tuple((p["name"], p["type"]) for p in meta["params"])
+        return cls(binary=binary, **fields)
+
+
+def kernel_index(kernels: Iterable[CompiledKernel]) -> dict[str, Any]:
+    """The content of kernels/index.json."""
+    return {"kernels": {k.id: k.index_entry() for k in sorted(kernels, key=lambda k: k.id)}}
+
+
+def compile_kernel(spec: KernelSpec, cache: KernelCache | None) -> CompiledKernel:
+    return _compile_or_load(spec, cache, toolchain(spec.target))[0]
+
+
+def _compile_or_load(spec: KernelSpec, cache: KernelCache | None, tools: Toolchain) -> tuple[CompiledKernel, bool]:
+    key = kernel_key(spec, tools)
+    if cache is not None and (entry := cache.load(key)) is not None:
+        try:
+            return CompiledKernel.from_meta(entry.payload, entry.meta), True
+        except (KeyError, TypeError, ValueError):  # an entry of another shape: rebuild it
+            cache.discard(key)
+    kernel = _compile(spec)
+    if cache is not None:
+        cache.put(key, kernel.binary, kernel.meta())
+    return kernel, False
+
+
+def _compile(spec: KernelSpec) -> CompiledKernel:
+    target = get_target(spec.target)
+    options = {
+        "num_warps": spec.num_warps, "num_stages": spec.num_stages, "num_ctas": 1,
+        "enable_fp_fusion": spec.fp_fusion, "debug": False, "instrumentation_mode": "",
+    }
+    if target.backend == "cuda":
+        options["ptx_options"] = ""  # not $PTXAS_OPTIONS
+    with tempfile.TemporaryDirectory(prefix="llmc-triton-") as tmp, _pinned_triton(tmp):
+        try:
+            compiled = triton.compile(spec.ast_source(), target=gpu_target(spec.target), options=options)
+        except Exception as e:
+            raise LlmcError(f"compiling {spec.name} for {spec.target} failed: {e}") from e
+        md = compiled.metadata
+        binary = bytes(compiled.asm[target.binary_suffix])
+        asm = compiled.asm["ptx" if target.backend == "cuda" else "amdgcn"]
+    if md.enable_fp_fusion != spec.fp_fusion or md.debug:
+        raise LlmcError(f"{spec.name}: Triton compiled with fp_fusion={md.enable_fp_fusion}, debug={md.debug}")
+    kernel = CompiledKernel(
+        binary=binary,
+        name=md.name,
+        target=spec.target,
+        params=spec.abi_params,
+        num_warps=int(md.num_warps),
+        num_ctas=int(md.num_ctas),
+        shared=int(md.shared or 0),
+        # Triton 3.6 leaves these out (hip) or None (cuda) when the kernel needs no scratch
+        global_scratch_size=int(getattr(md, "global_scratch_size", 0) or 0),
+        global_scratch_align=int(getattr(md, "global_scratch_align", 1) or 1),
+        profile_scratch_size=int(getattr(md, "profile_scratch_size", 0) or 0),
+        profile_scratch_align=int(getattr(md, "profile_scratch_align", 1) or 1),
+    )
+    compiled_params = _entry_param_count(asm, target.backend, md.name)
+    if compiled_params != len(kernel.params):
+        raise LlmcError(
+            f"{spec.name} for {spec.target}: the binary's entry takes {compiled_params} parameters, "
+            f"llmc's ABI says {len(kernel.params)} ({', '.join(n for n, _ in kernel.params)})"
+        )
+    return kernel
+
+
+def _entry_param_count(asm: str, backend: str, name: str) -> int:
+    """How many parameters the compiled entry point takes, read from its PTX or AMDGCN text."""
+    if backend == "cuda":
+        m = re.search(rf"\.entry\s+{re.escape(name)}\s*\(([^)]*)\)", asm)
+        return len(re.findall(r"\.param\s", m.group(1))) if m else -1
+    m = re.search(rf"\.args:(.*?)\.name:\s+{re.escape(name)}\s", asm, re.DOTALL)
+    kinds = re.findall(r"\.value_kind:\s+(\S+)", m.group(1)) if m else []
+    return len([k for k in kinds if not k.startswith("hidden_")]) if m else -1
+
+
+@dataclass(frozen=True)
+class CompileStats:
+    compiled: int  # unique specs compiled now
+    cached: int  # unique specs read from the cache
+    ids: tuple[str, ...]  # the kernel id of each spec given, in order (duplicates included)
+
+
+def compile_all(
+    specs: Iterable[KernelSpec], cache: KernelCache | None, progress: Callable[[int, int, KernelSpec, bool], None] | None = None
+) -> tuple[dict[str, CompiledKernel], CompileStats]:
+    """Compile (or load) every distinct spec once; `progress(done, total, spec, from_cache)` after each."""
+    specs = list(specs)
+    tools: dict[str, Toolchain] = {}
+    keys = []
+    for spec in specs:
+        if spec.target not in tools:
+            tools[spec.target] = toolchain(spec.target)
+        keys.append(kernel_key(spec, tools[spec.target]))
+    unique = dict(zip(keys, specs))  # key -> first spec with it
+    by_key: dict[str, CompiledKernel] = {}
+    compiled = cached = 0
+    for done, (key, spec) in enumerate(unique.items(), 1):
+        kernel, hit = _compile_or_load(spec, cache, tools[spec.target])
+        by_key[key] = kernel
+        cached += hit
+        compiled += not hit
+        if progress is not None:
+            progress(done, len(unique), spec, hit)
+    kernels = {k.id: k for k in by_key.values()}
+    return kernels, CompileStats(compiled=compiled, cached=cached, ids=tuple(by_key[k].id for k in keys))

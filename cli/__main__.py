@@ -1,0 +1,3 @@
+from llmc.cli.main import main
+
+main()

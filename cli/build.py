@@ -1,0 +1,60 @@
+"""`llmc build MODEL --target T -o OUT`."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import click
+
+
+@click.command("build")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", default="cpu", show_default=True, help="cpu, sm80, sm89, sm90 or gfx942.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None, help="Default: the checkpoint's.")
+@click.option("--max-batch-size", default=8, show_default=True, help="Largest decode batch (sequences per step).")
+@click.option("--max-seq-len", default=2048, show_default=True, help="Context length: prompt plus generated tokens.")
+@click.option("--kv-block-size", default=16, show_default=True, help="Tokens per KV-cache block.")
+@click.option("--max-num-batched-tokens", default=512, show_default=True, help="Largest prefill step, in tokens.")
+@click.option("--op-priority", default="", help="Per-op impl order, e.g. rms_norm=native,linear=triton_gemm|triton_gemv.")
+def build(model, target, out, dtype, max_batch_size, max_seq_len, kv_block_size, max_num_batched_tokens, op_priority):
+    """Compile the Hugging Face checkpoint MODEL into a bundle for one target."""
+    from llmc.aot.build import build as run_build
+    from llmc.aot.config import BuildConfig
+    from llmc.aot.target import parse_op_priority
+
+    config = BuildConfig(
+        target=target, dtype=dtype, max_batch_size=max_batch_size, max_seq_len=max_seq_len,
+        kv_block_size=kv_block_size, max_num_batched_tokens=max_num_batched_tokens,
+        op_priority=parse_op_priority(op_priority),
+    )
+    start = time.perf_counter()
+    result = run_build(model, out, config, progress=_progress())
+    manifest = result.manifest
+    m = manifest["model"]
+    click.echo(
+        f"built {out} for {manifest['target']['name']} in {time.perf_counter() - start:.1f} s: "
+        f"{m['architecture']} {m['dtype']}, {m['num_layers']} layers, {len(result.plans)} plans, "
+        f"{result.kernels_compiled} kernels compiled, {result.kernels_cached} from the cache"
+    )
+    click.echo(f"root digest {manifest['root_digest']}")
+
+
+def _progress():
+    """A spinner per stage on a terminal; nothing when output is piped."""
+    if not click.get_text_stream("stderr").isatty():
+        return None
+    from rich.console import Console
+
+    console = Console(stderr=True)
+
+    @contextlib.contextmanager
+    def stage(name: str):
+        start = time.perf_counter()
+        with console.status(f"{name}..."):
+            yield
+        console.print(f"[green]✓[/green] {name} ({time.perf_counter() - start:.1f} s)")
+
+    return stage

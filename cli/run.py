@@ -1,0 +1,31 @@
+"""`llmc run BUNDLE --prompt TEXT`: stream one completion to stdout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("run")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--prompt", required=True, help="The prompt text.")
+@click.option("--max-tokens", default=64, show_default=True)
+@click.option("--temperature", default=0.0, show_default=True, help="0 is greedy.")
+@click.option("--top-p", default=1.0, show_default=True)
+@click.option("--top-k", default=0, show_default=True, help="0 is off.")
+@click.option("--seed", default=None, type=int)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+def run(bundle, prompt, max_tokens, temperature, top_p, top_k, seed, device):
+    """Generate a completion of PROMPT with BUNDLE, streaming it as it is sampled."""
+    from llmc.runtime import Engine, SamplingParams
+
+    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+    engine = Engine.load(bundle, device=device)
+    engine.add_request("run", prompt, params)
+    click.echo(prompt, nl=False)
+    while engine.has_unfinished():
+        for output in engine.step():
+            click.echo(output.new_text, nl=False)
+    click.echo()
+    engine.close()
