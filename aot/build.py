@@ -167,6 +167,11 @@ def _toolchain() -> dict:
     return {"llmc": llmc.__version__, "torch": torch.__version__.split("+")[0], "triton": triton.__version__}
 
 
+def _without_paths(config: dict) -> dict:
+    """Tokenizer files as JSON, less the fields where Hugging Face records local paths."""
+    return {k: v for k, v in config.items() if k not in ("name_or_path", "tokenizer_file", "_name_or_path")}
+
+
 def _write(out, config, target, spec, dtype, max_seq_len, params, plans, lock, kernels, tokenizer, selftest, model_dir) -> dict:
     from .compile import kernel_index
 
@@ -181,7 +186,10 @@ def _write(out, config, target, spec, dtype, max_seq_len, params, plans, lock, k
                 w.write_bytes(kernel.file, kernel.binary)
             w.write_json("kernels/index.json", kernel_index(kernels.values()))
         for name, path in sorted(tokenizer.items()):
-            w.copy_file(f"tokenizer/{name}", path)
+            if name in ("tokenizer_config.json", "generation_config.json"):
+                w.write_json(f"tokenizer/{name}", _without_paths(ingest.read_json(path)))
+            else:
+                w.copy_file(f"tokenizer/{name}", path)
         w.write_json("selftest.json", selftest)
         model_fields = {
             **spec.to_json(), "dtype": dtype, "sliding_window": max(spec.sliding_windows, default=0),

@@ -69,6 +69,8 @@ def get_target(name: str) -> Target:
 
 def parse_op_priority(text: str | None) -> dict[str, tuple[str, ...]]:
     """'rms_norm=native,linear=triton_gemm|native' -> {op: providers}; '|' separates a list."""
+    import llmc.kernels  # noqa: F401  (every impl registered, so every provider is known)
+
     from .ir import OPS
 
     result: dict[str, tuple[str, ...]] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def build(model, target, out, dtype, max_batch_size, max_seq_len, kv_block_size,
 
 def _progress():
     """A spinner per stage on a terminal; nothing when output is piped."""
-    if not click.get_text_stream("stderr").isatty():
+    if not sys.stderr.isatty():
         return None
     from rich.console import Console
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-TINY = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, vocab_size=211, max_position_embeddings=256)
+TINY = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, vocab_size=211, max_position_embeddings=256,
+            initializer_range=0.15)
 
 FAMILIES = {
     # Llama-3.2-1B: GQA, tied embeddings, llama3 rope scaling
@@ -47,4 +48,21 @@ def make_checkpoint(family: str, out: Path, dtype: torch.dtype = torch.float32, 
             elif name.endswith("bias"):
                 p.normal_(0, 0.1)
     model.save_pretrained(out)
+    write_tokenizer(out, config.vocab_size)
     return out
+
+
+def write_tokenizer(out: Path, vocab_size: int) -> None:
+    """A word-level tokenizer: '<unk>' 0, '<s>' 1, '</s>' 2, then 'w3' ... and a chat template."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, vocab_size)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.save(str(out / "tokenizer.json"))
+    template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}w5{% endif %}"
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "bos_token": "<s>", "eos_token": "</s>", "chat_template": template, "name_or_path": str(out),
+    }))

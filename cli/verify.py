@@ -1,0 +1,48 @@
+"""`llmc verify BUNDLE`: check a bundle's files against its manifest, say where it loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from llmc.artifacts import FORMAT_VERSION, Bundle
+
+
+@click.command("verify")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--fast", is_flag=True, help="Check the manifest, file list and sizes only (no sha256).")
+def verify(bundle: Path, fast: bool) -> None:
+    """Check BUNDLE (a directory or a packed archive): digests, format version, target.
+
+    Lists every mismatch and exits 1 if there is any.
+    """
+    with Bundle.open(bundle, verify="none") as opened:
+        report = opened.check(full=not fast)
+        if not report.ok:
+            click.echo(f"{bundle}: {len(report.mismatches)} mismatch(es)")
+            for mismatch in report.mismatches:
+                click.echo(f"  {mismatch.message}")
+            raise click.exceptions.Exit(1)
+        manifest = report.manifest
+        click.echo(f"OK: {report.root_digest}")
+        click.echo(f"files: {len(manifest['files'])} checked ({'sizes' if fast else 'sha256 and sizes'})")
+        click.echo(f"format: {report.format_version} (this llmc reads formats up to {FORMAT_VERSION}), "
+                   f"built by llmc {manifest['llmc_version']}")
+        click.echo(f"model: {manifest['model']['architecture']}, {manifest['model']['dtype']}")
+        click.echo(f"loads on: {describe_target(report.target)}")
+        # Hook for `verify --run` (added by the lead): the files are verified at this point, so run
+        # selftest.json on `opened` here and exit 1 if its reference tokens do not match.
+
+
+def describe_target(target: dict) -> str:
+    """Which runtime and devices can load a bundle built for `target` (the manifest's section)."""
+    name, backend, arch = target["name"], target["backend"], target["arch"]
+    if backend == "cuda":
+        cc = f" (compute capability {arch // 10}.{arch % 10})" if isinstance(arch, int) else ""
+        return f"{name}: the cuda runtime on NVIDIA GPUs of that architecture{cc}"
+    if backend == "hip":
+        return f"{name}: the hip runtime on AMD GPUs of architecture {arch}"
+    if backend == "cpu":
+        return f"{name}: the cpu reference runtime on any machine (needs the llmc[build] extra)"
+    return f"{name}: a {backend} runtime"
