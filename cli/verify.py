@@ -12,7 +12,9 @@ from llmc.artifacts import FORMAT_VERSION, Bundle
 @click.command("verify")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--fast", is_flag=True, help="Check the manifest, file list and sizes only (no sha256).")
-def verify(bundle: Path, fast: bool) -> None:
+@click.option("--run", "run_selftest", is_flag=True, help="Also run the bundle's self-test on --device.")
+@click.option("--device", default=None, help="Device for --run: cpu or cuda (default: the bundle's backend).")
+def verify(bundle: Path, fast: bool, run_selftest: bool, device: str | None) -> None:
     """Check BUNDLE (a directory or a packed archive): digests, format version, target.
 
     Lists every mismatch and exits 1 if there is any.
@@ -31,8 +33,22 @@ def verify(bundle: Path, fast: bool) -> None:
                    f"built by llmc {manifest['llmc_version']}")
         click.echo(f"model: {manifest['model']['architecture']}, {manifest['model']['dtype']}")
         click.echo(f"loads on: {describe_target(report.target)}")
-        # Hook for `verify --run` (added by the lead): the files are verified at this point, so run
-        # selftest.json on `opened` here and exit 1 if its reference tokens do not match.
+        if run_selftest:
+            _run_selftest(opened, device or report.target["backend"])
+
+
+def _run_selftest(opened: Bundle, device: str) -> None:
+    from llmc.runtime.engine import Engine, open_backend
+    from llmc.runtime.selftest import run_selftest
+
+    engine = Engine(opened, open_backend(opened, device))
+    try:
+        result = run_selftest(engine, opened.read_json("selftest.json"))
+    finally:
+        engine.close()
+    click.echo(f"{result.describe()} (device {device})")
+    if not result.passed:
+        raise click.exceptions.Exit(1)
 
 
 def describe_target(target: dict) -> str:
