@@ -134,7 +134,7 @@ def _selftest(gm, params, kv_layout, spec, tokenizer, config) -> dict:
     return {
         "prompt_token_ids": ids,
         "top_token_ids": top.indices.tolist(),
-        "top_logits": [[float(f"{v:.6g}") for v in row] for row in top.values.tolist()],
+        "top_logits": [[float(f"{v:.5g}") for v in row] for row in top.values.tolist()],  # few digits: host-independent
         "dtype": kv_layout["dtype"],
     }
 
