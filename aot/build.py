@@ -161,10 +161,15 @@ def _build_key(model_dir: Path, config: BuildConfig, target: Target, toolchain: 
     return h.hexdigest()
 
 
-def _toolchain() -> dict:
+def _toolchain(target: Target) -> dict:
     import triton
 
-    return {"llmc": llmc.__version__, "torch": torch.__version__.split("+")[0], "triton": triton.__version__}
+    versions = {"llmc": llmc.__version__, "torch": torch.__version__.split("+")[0], "triton": triton.__version__}
+    if target.backend == "cuda":
+        from .compile import toolchain
+
+        versions["ptxas"] = toolchain(target.name).ptxas
+    return versions
 
 
 def _without_paths(config: dict) -> dict:
@@ -175,7 +180,7 @@ def _without_paths(config: dict) -> dict:
 def _write(out, config, target, spec, dtype, max_seq_len, params, plans, lock, kernels, tokenizer, selftest, model_dir) -> dict:
     from .compile import kernel_index
 
-    toolchain = _toolchain()
+    toolchain = _toolchain(target)
     with BundleWriter(out) as w:
         w.write_bytes("weights/model.safetensors", safetensors.torch.save({k: params[k].contiguous() for k in sorted(params)}))
         for name, plan in sorted(plans.items()):
