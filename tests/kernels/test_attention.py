@@ -1,0 +1,141 @@
+"""`paged_attention`: every kernel impl against the native function, through Triton's interpreter."""
+
+import dataclasses
+import os
+from typing import NamedTuple
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import numpy as np
+import pytest
+import torch
+import triton.language as tl
+from tolerances import assert_close
+
+import llmc.kernels.attention  # noqa: F401  (registers the impls)
+from llmc.aot.ir import OPS
+from llmc.kernels.launch import allocate_outputs, pack_result, resolve
+
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _fix_interpreter_bf16_dot():
+    """Triton's interpreter multiplies bfloat16 (stored as uint16) as integers in tl.dot; widen first."""
+    from triton.runtime import interpreter
+
+    builder = interpreter.InterpreterBuilder
+    if getattr(builder.create_dot, "llmc_bf16", False):
+        return
+    create_dot = builder.create_dot
+
+    def widen(t):
+        if t.dtype.scalar != tl.bfloat16:
+            return t
+        data = interpreter._convert_float(t.data, tl.bfloat16, tl.float32, None).view(np.float32)
+        return interpreter.TensorHandle(data, tl.float32)
+
+    def fixed(self, a, b, d, input_precision, max_num_imprecise_acc):
+        return create_dot(self, widen(a), widen(b), d, input_precision, max_num_imprecise_acc)
+
+    fixed.llmc_bf16 = True
+    builder.create_dot = fixed
+
+
+_fix_interpreter_bf16_dot()
+
+
+def run_poisoned(impl, args, **override):
+    """Run an impl's launches with its outputs filled with NaN first (and constexprs overridden)."""
+    outputs = [out.fill_(float("nan")) for out in allocate_outputs(impl.op, args)]
+    for launch in impl.fn(*args):
+        launch = dataclasses.replace(launch, constexprs={**launch.constexprs, **override})
+        launch.kernel[launch.grid3](
+            *[resolve(a, outputs) for a in launch.args],
+            **launch.constexprs,
+            num_warps=launch.num_warps,
+            num_stages=launch.num_stages,
+        )
+    return pack_result(impl.op, outputs)
+
+
+class Case(NamedTuple):
+    q_lens: tuple[int, ...]  # new tokens per sequence
+    seq_lens: tuple[int, ...]  # tokens in the cache per sequence, the new ones last
+    q_heads: int
+    kv_heads: int
+    head_dim: int
+    block_size: int
+    sliding_window: int
+    pad_rows: int  # rows of q past the last sequence
+    pad_seqs: int  # sequences with no tokens (seq_len 0, query_start_loc repeated)
+    block_n: int | None = None  # override of the kernel's keys per step (more steps, more edges)
+
+
+CASES = {
+    "decode_mha": Case((1, 1, 1), (5, 16, 33), 2, 2, 16, 4, 0, 2, 1),
+    "decode_gqa_window": Case((1, 1, 1, 1), (1, 9, 40, 23), 4, 2, 32, 8, 7, 1, 0, block_n=16),
+    "decode_mqa": Case((1, 1), (17, 70), 4, 1, 16, 16, 0, 0, 2),
+    "decode_mqa_empty": Case((1, 0, 1), (3, 0, 12), 4, 1, 16, 4, 0, 3, 0),
+    "prefill_gqa_chunked": Case((3, 17, 1), (5, 17, 40), 4, 2, 32, 8, 0, 2, 1),
+    "prefill_mqa_window": Case((9, 20), (30, 20), 4, 1, 16, 4, 6, 1, 0, block_n=16),
+    "prefill_mha_long": Case((20, 70), (20, 90), 2, 2, 16, 16, 0, 3, 0),
+    "prefill_many_short": Case((2, 1, 3, 1, 2), (2, 9, 3, 33, 17), 2, 1, 16, 8, 0, 1, 1),
+}
+
+
+def make_case(case: Case, dtype: torch.dtype):
+    gen = torch.Generator().manual_seed(sum(case.seq_lens) + case.head_dim)
+    bs = case.block_size
+    blocks_per_seq = [(n + bs - 1) // bs for n in case.seq_lens]
+    num_blocks = sum(blocks_per_seq) + 3
+    order = torch.randperm(num_blocks, generator=gen).to(torch.int32)  # blocks scattered over the pool
+    num_seqs = len(case.seq_lens) + case.pad_seqs
+    block_tables = torch.zeros(num_seqs, max(blocks_per_seq) + 1, dtype=torch.int32)
+    used = 0
+    for b, count in enumerate(blocks_per_seq):
+        block_tables[b, :count] = order[used : used + count]
+        used += count
+    starts = [0]
+    for n in case.q_lens:
+        starts.append(starts[-1] + n)
+    query_start_loc = torch.tensor(starts + [starts[-1]] * case.pad_seqs, dtype=torch.int32)
+    seq_lens = torch.tensor(list(case.seq_lens) + [0] * case.pad_seqs, dtype=torch.int32)
+    tokens = starts[-1] + case.pad_rows
+    q = torch.randn(tokens, case.q_heads * case.head_dim, generator=gen).to(dtype)
+    cache_shape = (num_blocks, bs, case.kv_heads, case.head_dim)
+    k_cache = torch.randn(cache_shape, generator=gen).to(dtype)
+    v_cache = torch.randn(cache_shape, generator=gen).to(dtype)
+    scale = case.head_dim**-0.5
+    return (q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, max(case.q_lens), scale, case.sliding_window)
+
+
+@pytest.mark.parametrize("provider", [name for name, impl in OPS["paged_attention"].impls.items() if impl.launches])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", list(CASES))
+def test_paged_attention(provider, dtype, name):
+    case = CASES[name]
+    args = make_case(case, dtype)
+    impl = OPS["paged_attention"].impls[provider]
+    if not impl.supports(*args):
+        pytest.skip(f"{provider} does not take max_query_len={args[6]}")
+    override = {} if case.block_n is None else {"BLOCK_N": case.block_n}
+    expected = OPS["paged_attention"].native(*args)
+    assert_close(run_poisoned(impl, args, **override), expected, dtype, f"{provider} {name}")
+
+
+@pytest.mark.parametrize("sms", [1, 6])
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=str)
+@pytest.mark.parametrize("name", ["decode_gqa_window", "decode_mqa", "decode_mqa_empty"])
+def test_decode_packed_heads(sms, dtype, name, monkeypatch):
+    # small grids split GQA groups over programs (the cases above); with more multiprocessors
+    # busy a program takes a whole group (sms=1) or part of one (sms=6 for 4 rows, 4 q heads)
+    monkeypatch.setattr(llmc.kernels.attention, "NUM_SMS", sms)
+    case = CASES[name]
+    args = make_case(case, dtype)
+    impl = OPS["paged_attention"].impls["triton_decode"]
+    (launch,) = impl.fn(*args)
+    assert launch.constexprs["HEADS"] > 1
+    override = {} if case.block_n is None else {"BLOCK_N": case.block_n}
+    expected = OPS["paged_attention"].native(*args)
+    heads = launch.constexprs["HEADS"]
+    assert_close(run_poisoned(impl, args, **override), expected, dtype, f"triton_decode {name}, {heads} heads a program")
