@@ -1,0 +1,72 @@
+"""`llmc serve BUNDLE`: the OpenAI-compatible HTTP server."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import click
+
+SERVE_EXTRA_MISSING = "llmc serve needs the serve extra: pip install 'llmc[serve]'"
+DEFAULT_MAX_WAITING = 256  # as llmc.runtime.server.app, which cannot be imported before the check
+
+
+@click.command("serve")
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
+              help="Where to run; auto: the backend the bundle was built for.")
+@click.option("--max-num-seqs", type=click.IntRange(min=1), default=None,
+              help="Most sequences decoded together (default: the bundle's largest batch).")
+@click.option("--max-waiting", type=click.IntRange(min=1), default=DEFAULT_MAX_WAITING, show_default=True,
+              help="Requests that may queue for a place in the batch; past that, HTTP 503.")
+@click.option("--chat-template", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A Jinja chat template file to use instead of the bundle's.")
+@click.option("--served-model-name", default=None, help="The model name clients send (default: the bundle's).")
+@click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds running requests get to finish after SIGTERM.")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              default="info", show_default=True)
+def serve(bundle: Path, host: str, port: int, device: str, max_num_seqs: int | None, max_waiting: int,
+          chat_template: Path | None, served_model_name: str | None, shutdown_timeout: float,
+          log_level: str) -> None:
+    """Serve BUNDLE with OpenAI's HTTP API.
+
+    Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health,
+    GET /metrics (Prometheus). SIGTERM stops accepting requests, lets running ones finish
+    (at most --shutdown-timeout seconds) and exits 0.
+    """
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError:
+        click.echo(SERVE_EXTRA_MISSING, err=True)
+        raise click.exceptions.Exit(2) from None
+    from llmc.artifacts import Bundle
+    from llmc.runtime import Engine
+    from llmc.runtime.server import create_app
+
+    if device == "auto":
+        with Bundle.open(bundle, verify="none") as opened:
+            device = opened.manifest["target"]["backend"]
+    engine = Engine.load(bundle, device=device, max_num_seqs=max_num_seqs)
+    template = chat_template.read_text() if chat_template else None
+    app = create_app(engine, model_name=served_model_name, max_waiting=max_waiting, chat_template=template)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
+                            timeout_graceful_shutdown=shutdown_timeout)
+    server = uvicorn.Server(config)
+
+    # uvicorn restores these handlers when it has shut down and then raises the signal again;
+    # a handler of ours (not the default one) turns a graceful SIGTERM into exit status 0.
+    def stop(signum, frame):
+        server.should_exit = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+    try:
+        server.run()
+    finally:
+        engine.close()
+    if not server.started:
+        raise click.exceptions.Exit(1)
