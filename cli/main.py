@@ -12,6 +12,7 @@ import click
 from llmc import __version__
 from llmc.errors import UserError
 
+from .bench import bench
 from .build import build
 from .cache import cache
 from .inspect import inspect
@@ -36,5 +37,5 @@ def main() -> None:
     """llmc: compile Hugging Face LLMs ahead of time into self-contained bundles, and run them."""
 
 
-for command in (build, run, inspect, verify, pack, cache, serve):
+for command in (build, run, inspect, verify, pack, cache, serve, bench):
     main.add_command(command)
