@@ -21,7 +21,7 @@ def _digests(bundle: Path) -> dict[str, str]:
 
 def _build(model: Path, out: Path, cwd: Path, cache: Path, **env) -> subprocess.Popen:
     cwd.mkdir(parents=True, exist_ok=True)
-    environ = {k: v for k, v in os.environ.items() if k not in ("SOURCE_DATE_EPOCH", "TZ")}
+    environ = {k: v for k, v in os.environ.items() if k not in ("SOURCE_DATE_EPOCH", "TZ", "TRITON_INTERPRET")}
     environ.update(LLMC_CACHE_DIR=str(cache), **env)
     return subprocess.Popen([sys.executable, "-m", "llmc.cli", *BUILD, str(model), "-o", str(out)], cwd=cwd, env=environ,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

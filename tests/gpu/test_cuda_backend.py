@@ -22,15 +22,16 @@ import pytest
 
 pytestmark = pytest.mark.gpu
 
-FAMILY = "qwen3"
+FAMILIES = ("llama", "llama_linear", "mistral", "qwen2", "qwen3")  # tests/checkpoints.py
 DTYPES = ("float32", "bfloat16")
+CASES = [(f, d) for f in FAMILIES for d in DTYPES]
 BUILD = dict(max_batch_size=4, max_seq_len=96, max_num_batched_tokens=32)
 PROMPT = [3, 17, 45, 9, 120, 77, 5, 201, 64, 33, 18]
 # relative error max|got - want| / max|want| against float64 transformers, and top-1 agreement
-TOLERANCE = {"float32": (1e-4, 1.0), "bfloat16": (5e-2, 0.9)}
+TOLERANCE = {"float32": (1e-4, 1.0), "bfloat16": (5e-2, 0.99)}
 
 
-def prepare(root: Path, dtype: str, target: str, family: str = FAMILY) -> Path:
+def prepare(root: Path, dtype: str, target: str, family: str) -> Path:
     """<root>/<family>-<dtype>-<target>/{hf,bundle}: the checkpoint and its bundle, built if missing."""
     d = root / f"{family}-{dtype}-{target}"
     if not (d / "bundle" / "manifest.json").is_file():
@@ -67,7 +68,7 @@ def rel_error(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got.astype(np.float64) - want).max() / np.abs(want).max())
 
 
-@pytest.fixture(scope="module", params=DTYPES)
+@pytest.fixture(scope="module", params=CASES, ids=[f"{f}-{d}" for f, d in CASES])
 def case(request, tmp_path_factory):
     import torch
     import transformers
@@ -75,12 +76,13 @@ def case(request, tmp_path_factory):
     from llmc.artifacts import Bundle
     from llmc.runtime.backends.cuda import CudaBackend
 
-    d = prepare(bundles_root(tmp_path_factory), request.param, gpu_target())
+    family, dtype = request.param
+    d = prepare(bundles_root(tmp_path_factory), dtype, gpu_target(), family)
     bundle = Bundle.open(d / "bundle")
     backend = CudaBackend.open(bundle)
     hf = transformers.AutoModelForCausalLM.from_pretrained(d / "hf", dtype=torch.float64).eval()
     plans = {name: bundle.plan(name) for name in bundle.plans()}
-    yield request.param, bundle, backend, hf, plans
+    yield dtype, bundle, backend, hf, plans
     backend.close()
 
 
@@ -109,10 +111,26 @@ def run_step(backend, plans, kind, pieces, block_size, want_logits=True):
     return backend.run(plan, fill_inputs(plan, batch), want_logits)
 
 
+def top1_agreement(got: np.ndarray, want: np.ndarray, dtype: str) -> float:
+    """Share of rows whose top token agrees. In bfloat16 only rows whose reference top-1 leads the
+    runner-up by at least 2% of the logit range count: closer calls are below bf16's resolution
+    (8 bits of mantissa) and a random tiny model has many of them."""
+    rows = np.ones(len(want), dtype=bool)
+    if dtype != "float32":
+        top2 = np.sort(want, axis=-1)[:, -2:]
+        rows = (top2[:, 1] - top2[:, 0]) >= 0.02 * (want.max(-1) - want.min(-1))
+    if not rows.any():
+        return 1.0
+    return float(np.mean(got[rows].argmax(-1) == want[rows].argmax(-1)))
+
+
 def check_close(name, dtype, got, want):
     tol, agree = TOLERANCE[dtype]
     err = rel_error(got, want)
-    top1 = float(np.mean(got.argmax(-1) == want.argmax(-1)))
+    raw = float(np.mean(got.argmax(-1) == want.argmax(-1)))
+    print(f"{name} {dtype}: relative error {err:.2e}, top-1 agreement {raw:.1%} of all rows")
+    assert raw >= 0.9, f"{name}: top-1 agrees on only {raw:.0%} of all rows ({dtype})"
+    top1 = top1_agreement(got, want, dtype)
     hint = " (near 1e-3 in float32: a kernel uses tf32)" if dtype == "float32" and 3e-4 < err < 3e-3 else ""
     assert err < tol, f"{name}: relative error {err:.2e} exceeds {tol:.0e} ({dtype}){hint}"
     assert top1 >= agree, f"{name}: top-1 agrees on {top1:.0%} of rows, needs {agree:.0%} ({dtype})"
@@ -186,7 +204,7 @@ def test_engine_score_matches_transformers(case):
     from llmc.runtime import Engine
 
     dtype, bundle, backend, hf, plans = case
-    prompt = PROMPT * 2  # 22 tokens: crosses KV blocks and prefill chunks
+    prompt = (PROMPT * 7)[:72]  # crosses KV blocks and prefill chunks; 72 positions for the top-1 share
     got = Engine(bundle, backend).score(prompt)
     check_close("Engine.score", dtype, got, hf_logits(hf, prompt))
 
@@ -209,7 +227,7 @@ def test_engine_generation_is_the_same_with_preemption(case):
     assert [c.token_ids for c in small] == [c.token_ids for c in big]
     if dtype == "float32":
         assert [c.token_ids for c in big] == [hf_greedy(hf, p, 24) for p in prompts]
-    sampled = SamplingParams(max_tokens=16, temperature=0.8, top_p=0.9, top_k=20, seed=7)
+    sampled = SamplingParams(max_tokens=16, temperature=0.8, top_p=0.9, top_k=20, seed=7, ignore_eos=True)
     a = Engine(bundle, backend).generate([PROMPT], sampled)[0].token_ids
     b = Engine(bundle, backend).generate([PROMPT], sampled)[0].token_ids
     assert a == b and len(a) == 16  # seeded sampling on the GPU is reproducible
@@ -222,5 +240,5 @@ if __name__ == "__main__":  # prebuild bundles to carry to the GPU machine
     parser.add_argument("--prebuild", type=Path, required=True, help="folder to build into (LLMC_GPU_BUNDLES)")
     parser.add_argument("--target", default="sm90")
     args = parser.parse_args()
-    for dtype in DTYPES:
-        print(prepare(args.prebuild, dtype, args.target))
+    for family, dtype in CASES:
+        print(prepare(args.prebuild, dtype, args.target, family))

@@ -33,7 +33,7 @@ def run_child(code: str) -> str:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
-    return prepare(bundles_root(tmp_path_factory), "float32", gpu_target()) / "bundle"
+    return prepare(bundles_root(tmp_path_factory), "float32", gpu_target(), "qwen3") / "bundle"
 
 
 def test_generate_on_cuda_imports_no_torch(bundle):
