@@ -348,7 +348,20 @@ def _compile_or_load(spec: KernelSpec, cache: KernelCache | None, tools: Toolcha
     return kernel, False
 
 
+def _interpreting() -> bool:
+    """True when Triton was imported with TRITON_INTERPRET set: its own @jit library functions
+    (tl.sum, tl.max, ...) are then interpreter objects that corrupt ahead-of-time compilation."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(triton.language.standard.sum, InterpretedFunction)
+
+
 def _compile(spec: KernelSpec) -> CompiledKernel:
+    if _interpreting():
+        raise LlmcError(
+            f"cannot compile {spec.name} for {spec.target}: this process imported Triton with TRITON_INTERPRET "
+            "set, which breaks ahead-of-time compilation; unset TRITON_INTERPRET and build again"
+        )
     target = get_target(spec.target)
     options = {
         "num_warps": spec.num_warps, "num_stages": spec.num_stages, "num_ctas": 1,

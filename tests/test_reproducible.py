@@ -1,14 +1,13 @@
 """Bit-identical bundles: same checkpoint, options and toolchain -> the same bytes, whatever else differs."""
 
 import hashlib
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from checkpoints import make_checkpoint
+from clean_build import finish, llmc
 
 BUILD = ["build", "--target", "sm90", "--dtype", "bfloat16", "--max-seq-len", "64", "--max-batch-size", "4",
          "--max-num-batched-tokens", "32"]
@@ -20,17 +19,7 @@ def _digests(bundle: Path) -> dict[str, str]:
 
 
 def _build(model: Path, out: Path, cwd: Path, cache: Path, **env) -> subprocess.Popen:
-    cwd.mkdir(parents=True, exist_ok=True)
-    environ = {k: v for k, v in os.environ.items() if k not in ("SOURCE_DATE_EPOCH", "TZ", "TRITON_INTERPRET")}
-    environ.update(LLMC_CACHE_DIR=str(cache), **env)
-    return subprocess.Popen([sys.executable, "-m", "llmc.cli", *BUILD, str(model), "-o", str(out)], cwd=cwd, env=environ,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _finish(proc: subprocess.Popen) -> str:
-    output, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, output
-    return output
+    return llmc(*BUILD, model, "-o", out, cwd=cwd, wait=False, LLMC_CACHE_DIR=cache, **env)
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +30,13 @@ def model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def first(model, tmp_path_factory):
     root = tmp_path_factory.mktemp("first")
-    _finish(_build(model, root / "out" / "a.llmc", root / "cwd", root / "cache", TZ="UTC"))
+    finish(_build(model, root / "out" / "a.llmc", root / "cwd", root / "cache", TZ="UTC"))
     return root
 
 
 def test_cold_builds_are_bit_identical(model, first, tmp_path):
     out = tmp_path / "elsewhere" / "b.llmc"
-    output = _finish(_build(model, out, tmp_path / "other-cwd", tmp_path / "other-cache",
+    output = finish(_build(model, out, tmp_path / "other-cwd", tmp_path / "other-cache",
                             TZ="Asia/Kolkata", SOURCE_DATE_EPOCH="1700000000"))
     assert "from the cache" in output
     assert _digests(out) == _digests(first / "out" / "a.llmc")
@@ -55,7 +44,7 @@ def test_cold_builds_are_bit_identical(model, first, tmp_path):
 
 
 def test_warm_rebuild_compiles_nothing_and_is_identical(model, first, tmp_path):
-    output = _finish(_build(model, tmp_path / "warm.llmc", tmp_path, first / "cache"))
+    output = finish(_build(model, tmp_path / "warm.llmc", tmp_path, first / "cache"))
     assert " 0 kernels compiled" in output, output
     assert _digests(tmp_path / "warm.llmc") == _digests(first / "out" / "a.llmc")
 
@@ -64,7 +53,7 @@ def test_concurrent_builds_share_a_cache(model, first, tmp_path):
     cache = tmp_path / "shared-cache"
     procs = [_build(model, tmp_path / f"c{i}.llmc", tmp_path / f"cwd{i}", cache) for i in range(2)]
     for proc in procs:
-        _finish(proc)
+        finish(proc)
     reference = _digests(first / "out" / "a.llmc")
     assert _digests(tmp_path / "c0.llmc") == reference == _digests(tmp_path / "c1.llmc")
     leftovers = [p for p in cache.rglob("*") if p.is_file() and not p.name.endswith((".bin", ".json"))]
