@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -21,7 +22,12 @@ def run(bundle, prompt, max_tokens, temperature, top_p, top_k, seed, device):
     from llmc.runtime import Engine, SamplingParams
 
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+    start = time.perf_counter()
     engine = Engine.load(bundle, device=device)
+    summary = engine.backend.load_summary
+    click.echo(f"loaded {bundle} on {device} in {time.perf_counter() - start:.2f} s: "
+               f"{summary.get('weights_bytes', 0) / 1e6:.1f} MB of weights, KV cache for {summary.get('kv_tokens', 0)} tokens",
+               err=True)
     engine.add_request("run", prompt, params)
     click.echo(prompt, nl=False)
     while engine.has_unfinished():

@@ -34,7 +34,8 @@ class CpuBackend:
         dtype = getattr(torch, kv["dtype"])
         self.kv = [(torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)) for _ in range(kv["num_layers"])]
         self.arena = torch.empty(max(bundle.plan(n)["arena_bytes"] for n in bundle.plans()), dtype=torch.uint8)
-        self.load_summary = {"weights_bytes": sum(t.numel() * t.element_size() for t in self.weights.values())}
+        self.load_summary = {"weights_bytes": sum(t.numel() * t.element_size() for t in self.weights.values()),
+                             "kv_tokens": num_kv_blocks * kv["block_size"]}
 
     @classmethod
     def open(cls, bundle, *, num_kv_blocks: int | None = None, **_) -> "CpuBackend":
