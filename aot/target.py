@@ -16,6 +16,8 @@ KERNEL_PROVIDERS = ("triton",)
 # Per-op preference on GPU targets; ops not listed prefer ("triton",).
 GPU_PRIORITY: dict[str, tuple[str, ...]] = {
     "linear": ("triton_gemv", "triton_wgmma", "triton_gemm"),
+    "norm_linear": ("triton_gemv", "triton_wgmma", "triton_gemm"),
+    "silu_mul_linear": ("triton_gemv", "triton_wgmma", "triton_gemm"),
     "lm_head": ("triton_gemv", "triton_wgmma", "triton_gemm"),
     "paged_attention": ("triton_decode", "triton_prefill"),
     "sample": ("triton",),

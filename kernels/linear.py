@@ -3,9 +3,13 @@
 Two kernels serve both ops. `gemv_kernel` streams W once for a few rows (decode, memory-bound);
 `matmul_kernel` is the tiled tensor-core GEMM (prefill, compute-bound), which on sm90 lowers to
 wgmma when its tiles are large enough. `lm_head` gathers its rows of x through `rows_ptr`.
+`norm_linear` and `silu_mul_linear` run the same kernels with a prologue on the A operand
+(`a_tile`): RMS norm (the row scale applied after the K loop) or silu(gate) * up.
 N and K are constexprs (fixed per model); the row count M stays a runtime int so that one
 compiled kernel serves every batch bucket.
 """
+
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -21,24 +25,63 @@ MIN_PROGRAMS = 2 * NUM_SMS
 
 
 @triton.jit
+def _load(ptrs, mask):
+    if mask is None:
+        tile = tl.load(ptrs)
+    else:
+        tile = tl.load(ptrs, mask=mask, other=0.0)
+    return tile
+
+
+@triton.jit
+def a_tile(x_ptr, residual_ptr, norm_w_ptr, offs, offs_k, mask, k_mask,
+           K: tl.constexpr, GATED: tl.constexpr, NORM: tl.constexpr, HAS_RESIDUAL: tl.constexpr):
+    """The A operand at `offs` of x (columns offs_k), after its prologue; and, for NORM, the summed rows."""
+    x = _load(x_ptr + offs, mask)
+    summed = x
+    if GATED:
+        # x = [gate | up]: silu in float32 rounded to x's dtype, times up rounded again, as torch does
+        up = _load(x_ptr + offs + K, mask)
+        g = x.to(tl.float32)
+        act = (g / (1.0 + tl.exp(-g))).to(x.dtype)
+        x = (act.to(tl.float32) * up.to(tl.float32)).to(summed.dtype)
+    if NORM:
+        # rms_norm's per-row scale factors out of the product (applied after the K loop); the weight does not
+        if HAS_RESIDUAL:
+            summed = (x.to(tl.float32) + _load(residual_ptr + offs, mask).to(tl.float32)).to(x.dtype)
+        norm_w = _load(norm_w_ptr + offs_k, k_mask).to(tl.float32)
+        x = (summed.to(tl.float32) * norm_w[None, :]).to(summed.dtype)
+    return x, summed
+
+
+@triton.jit
 def gemv_kernel(
     # pointers
-    x_ptr,  # [*, K]
+    x_ptr,  # [*, K] ([*, 2K] gate | up when GATED)
+    residual_ptr,  # [M, K] added to x (NORM with HAS_RESIDUAL) or null
+    norm_w_ptr,  # [K] RMS-norm weight (NORM) or null
     w_ptr,  # [N, K]
     bias_ptr,  # [N] or null
     rows_ptr,  # [M] int32 rows of x (GATHER) or null
     out_ptr,  # [M, N]
+    summed_ptr,  # [M, K] x (+ residual) (NORM) or null
     # sizes
     M,
+    eps,  # RMS-norm epsilon (NORM) or null
     N: tl.constexpr,
     K: tl.constexpr,
     # meta-parameters
     HAS_BIAS: tl.constexpr,
     GATHER: tl.constexpr,
+    GATED: tl.constexpr,  # A = silu(x[:, :K]) * x[:, K:]
+    NORM: tl.constexpr,  # A = rms_norm(x (+ residual)); every program reads whole rows (no split-K)
+    HAS_RESIDUAL: tl.constexpr,
     BLOCK_M: tl.constexpr,  # 1: one row, FMA reduction; else >= 16: tl.dot on padded rows
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
+    X_STRIDE: tl.constexpr = 2 * K if GATED else K
+    first = tl.program_id(0) == 0  # the program that also stores summed rows (NORM)
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N
     offs_k = tl.arange(0, BLOCK_K)
@@ -50,39 +93,54 @@ def gemv_kernel(
         rows = offs_m
     if BLOCK_M == 1:
         # [BLOCK_N, BLOCK_K] products, reduced over K once at the end
-        w_ptrs = w_ptr + tl.where(n_ok, offs_n, 0)[:, None] * K + offs_k[None, :]
-        x_ptrs = x_ptr + rows * K + offs_k[None, :]
+        w_offs = tl.where(n_ok, offs_n, 0)[:, None] * K + offs_k[None, :]
+        x_offs = rows[:, None] * X_STRIDE + offs_k[None, :]
         acc2 = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+        ss2 = tl.zeros((1, BLOCK_K), dtype=tl.float32)
         for k in range(0, K, BLOCK_K):
             if K % BLOCK_K == 0:
-                w = tl.load(w_ptrs)
-                x = tl.load(x_ptrs)
+                mask, k_mask = None, None
             else:
-                k_ok = offs_k[None, :] < K - k
-                w = tl.load(w_ptrs, mask=k_ok, other=0.0)
-                x = tl.load(x_ptrs, mask=k_ok, other=0.0)
+                mask, k_mask = offs_k[None, :] < K - k, offs_k < K - k
+            w = _load(w_ptr + w_offs, mask)
+            x, summed = a_tile(x_ptr, residual_ptr, norm_w_ptr, x_offs, k + offs_k, mask, k_mask,
+                               K, GATED, NORM, HAS_RESIDUAL)
             acc2 += w.to(tl.float32) * x.to(tl.float32)
-            w_ptrs += BLOCK_K
-            x_ptrs += BLOCK_K
+            if NORM:
+                ss2 += summed.to(tl.float32) * summed.to(tl.float32)
+                if first:
+                    tl.store(summed_ptr + offs_m[:, None] * K + k + offs_k[None, :], summed, mask=mask)
+            w_offs += BLOCK_K
+            x_offs += BLOCK_K
         acc = tl.sum(acc2, axis=1)[None, :]
+        ss = tl.sum(ss2, axis=1)
     else:
         # [BLOCK_M, BLOCK_K] @ [BLOCK_K, BLOCK_N] on the tensor cores, rows past M read as zeros
-        w_ptrs = w_ptr + offs_k[:, None] + tl.where(n_ok, offs_n, 0)[None, :] * K
-        x_ptrs = x_ptr + tl.where(m_ok, rows, 0)[:, None] * K + offs_k[None, :]
+        w_offs = offs_k[:, None] + tl.where(n_ok, offs_n, 0)[None, :] * K
+        x_offs = tl.where(m_ok, rows, 0)[:, None] * X_STRIDE + offs_k[None, :]
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        ss = tl.zeros((BLOCK_M,), dtype=tl.float32)
         for k in range(0, K, BLOCK_K):
             if K % BLOCK_K == 0:
-                w = tl.load(w_ptrs)
-                x = tl.load(x_ptrs, mask=m_ok[:, None], other=0.0)
+                w = tl.load(w_ptr + w_offs)
+                mask, k_mask = m_ok[:, None], None
             else:
-                w = tl.load(w_ptrs, mask=offs_k[:, None] < K - k, other=0.0)
-                x = tl.load(x_ptrs, mask=m_ok[:, None] & (offs_k[None, :] < K - k), other=0.0)
+                w = tl.load(w_ptr + w_offs, mask=offs_k[:, None] < K - k, other=0.0)
+                mask, k_mask = m_ok[:, None] & (offs_k[None, :] < K - k), offs_k < K - k
+            x, summed = a_tile(x_ptr, residual_ptr, norm_w_ptr, x_offs, k + offs_k, mask, k_mask,
+                               K, GATED, NORM, HAS_RESIDUAL)
             if x_ptr.dtype.element_ty == tl.float32:
                 acc = tl.dot(x, w, acc, input_precision="ieee")
             else:
                 acc = tl.dot(x, w, acc)
-            w_ptrs += BLOCK_K
-            x_ptrs += BLOCK_K
+            if NORM:
+                ss += tl.sum(summed.to(tl.float32) * summed.to(tl.float32), axis=1)
+                if first:
+                    tl.store(summed_ptr + offs_m[:, None] * K + k + offs_k[None, :], summed, mask=mask)
+            w_offs += BLOCK_K
+            x_offs += BLOCK_K
+    if NORM:
+        acc *= tl.rsqrt(ss / K + eps)[:, None]
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     out_ptrs = out_ptr + offs_m[:, None] * N + offs_n[None, :]
@@ -92,23 +150,31 @@ def gemv_kernel(
 @triton.jit
 def matmul_kernel(
     # pointers
-    x_ptr,  # [*, K]
+    x_ptr,  # [*, K] ([*, 2K] gate | up when GATED)
+    residual_ptr,  # [M, K] added to x (NORM with HAS_RESIDUAL) or null
+    norm_w_ptr,  # [K] RMS-norm weight (NORM) or null
     w_ptr,  # [N, K]
     bias_ptr,  # [N] or null
     rows_ptr,  # [M] int32 rows of x (GATHER) or null
     out_ptr,  # [M, N]
+    summed_ptr,  # [M, K] x (+ residual) (NORM) or null
     # sizes
     M,
+    eps,  # RMS-norm epsilon (NORM) or null
     N: tl.constexpr,
     K: tl.constexpr,
     # meta-parameters
     HAS_BIAS: tl.constexpr,
     GATHER: tl.constexpr,
+    GATED: tl.constexpr,  # A = silu(x[:, :K]) * x[:, K:]
+    NORM: tl.constexpr,  # A = rms_norm(x (+ residual)); every program reads whole rows (no split-K)
+    HAS_RESIDUAL: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
+    X_STRIDE: tl.constexpr = 2 * K if GATED else K
     # grouped ordering: GROUP_M row tiles share each column tile of W while it sits in L2
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
@@ -127,32 +193,69 @@ def matmul_kernel(
         rows = tl.load(rows_ptr + offs_m % M)
     else:
         rows = offs_m % M
-    x_ptrs = x_ptr + rows[:, None] * K + offs_k[None, :]
-    w_ptrs = w_ptr + offs_k[:, None] + (offs_n % N)[None, :] * K
+    x_offs = rows[:, None] * X_STRIDE + offs_k[None, :]
+    w_offs = offs_k[:, None] + (offs_n % N)[None, :] * K
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    ss = tl.zeros((BLOCK_M,), dtype=tl.float32)
     for k in range(0, K, BLOCK_K):
         if K % BLOCK_K == 0:
-            x = tl.load(x_ptrs)
-            w = tl.load(w_ptrs)
+            w = tl.load(w_ptr + w_offs)
+            mask, k_mask = None, None
         else:
-            x = tl.load(x_ptrs, mask=offs_k[None, :] < K - k, other=0.0)
-            w = tl.load(w_ptrs, mask=offs_k[:, None] < K - k, other=0.0)
+            w = tl.load(w_ptr + w_offs, mask=offs_k[:, None] < K - k, other=0.0)
+            mask, k_mask = offs_k[None, :] < K - k, offs_k < K - k
+        x, summed = a_tile(x_ptr, residual_ptr, norm_w_ptr, x_offs, k + offs_k, mask, k_mask,
+                           K, GATED, NORM, HAS_RESIDUAL)
         if x_ptr.dtype.element_ty == tl.float32:
             acc = tl.dot(x, w, acc, input_precision="ieee")
         else:
             acc = tl.dot(x, w, acc)
-        x_ptrs += BLOCK_K
-        w_ptrs += BLOCK_K
+        if NORM:
+            ss += tl.sum(summed.to(tl.float32) * summed.to(tl.float32), axis=1)
+            if pid_n == 0:
+                row_ok = (offs_m < M)[:, None]
+                tl.store(summed_ptr + offs_m[:, None] * K + k + offs_k[None, :], summed,
+                         mask=row_ok if mask is None else row_ok & mask)
+        x_offs += BLOCK_K
+        w_offs += BLOCK_K
+    if NORM:
+        acc *= tl.rsqrt(ss / K + eps)[:, None]
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
     out_ptrs = out_ptr + offs_m[:, None] * N + offs_n[None, :]
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
+@dataclass(frozen=True)
+class Prologue:
+    """What the A operand goes through on its way in: the kernels' prologue arguments and flags.
+
+    Both kernels give each program whole rows of x (the K loop is never split across programs),
+    which the norm needs: its per-row statistic is a sum over all of K.
+    """
+
+    gated: bool = False
+    norm_weight: object = None  # a tensor: NORM
+    residual: object = None
+    eps: float | None = None
+
+    @property
+    def summed(self):
+        return Out(1) if self.norm_weight is not None else None
+
+    @property
+    def constexprs(self) -> dict:
+        norm = self.norm_weight is not None
+        return dict(GATED=self.gated, NORM=norm, HAS_RESIDUAL=norm and self.residual is not None)
+
+
+PLAIN, GATED = Prologue(), Prologue(gated=True)
+
+
 # Launch rules. gemv: BLOCK_N is the largest that still gives MIN_PROGRAMS programs (small
 # N gets thin slices of W rather than split-K, which would need a scratch buffer), and a tile
 # of W is 16 KB (one row) or 8 KB per pipeline stage (tl.dot path) whatever N.
-def _gemv(x, weight, bias, rows, m):
+def _gemv(x, weight, bias, rows, m, pro=PLAIN):
     n, k = weight.shape
     kmax = max(16, triton.next_power_of_2(k))
     if m == 1:
@@ -164,8 +267,9 @@ def _gemv(x, weight, bias, rows, m):
     block_k = max(16, min(tile // block_n, kmax))
     while block_k > 64 and k % block_k and k % 64 == 0:  # a BLOCK_K that divides K: no masks
         block_k //= 2
-    meta = dict(N=n, K=k, HAS_BIAS=bias is not None, GATHER=rows is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
-    args = (x, weight, bias, rows, Out(0), m)
+    meta = dict(N=n, K=k, HAS_BIAS=bias is not None, GATHER=rows is not None, **pro.constexprs,
+                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+    args = (x, pro.residual, pro.norm_weight, weight, bias, rows, Out(0), pro.summed, m, pro.eps)
     return [Launch(gemv_kernel, (triton.cdiv(n, block_n),), args, meta, num_warps=warps, num_stages=stages)]
 
 
@@ -175,13 +279,15 @@ GEMM_CONFIGS = ((128, 128, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 32, 4, 4), (
 WGMMA_CONFIGS = ((128, 256, 64, 8, 3), (128, 128, 64, 8, 4), (64, 128, 64, 4, 4), (64, 64, 64, 4, 4))
 
 
-def _gemm(x, weight, bias, rows, m, configs):
+def _gemm(x, weight, bias, rows, m, configs, pro=PLAIN):
     n, k = weight.shape
     fits = [c for c in configs if c[0] <= max(32, triton.next_power_of_2(m))] or [configs[-1]]
     bm, bn, bk, warps, stages = next((c for c in fits if triton.cdiv(m, c[0]) * triton.cdiv(n, c[1]) >= NUM_SMS), fits[-1])
-    meta = dict(N=n, K=k, HAS_BIAS=bias is not None, GATHER=rows is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
+    meta = dict(N=n, K=k, HAS_BIAS=bias is not None, GATHER=rows is not None, **pro.constexprs,
+                BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
     grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
-    return [Launch(matmul_kernel, grid, (x, weight, bias, rows, Out(0), m), meta, num_warps=warps, num_stages=stages)]
+    args = (x, pro.residual, pro.norm_weight, weight, bias, rows, Out(0), pro.summed, m, pro.eps)
+    return [Launch(matmul_kernel, grid, args, meta, num_warps=warps, num_stages=stages)]
 
 
 def _wgmma_ok(x, weight, m):
@@ -231,3 +337,62 @@ def lm_head_gemm(x, weight, logits_indices):
 )
 def lm_head_wgmma(x, weight, logits_indices):
     return _gemm(x, weight, None, logits_indices, logits_indices.shape[0], WGMMA_CONFIGS)
+
+
+def _norm_ok(x, residual, norm_weight, weight):
+    k = weight.shape[1]
+    return x.shape[1] == k and norm_weight.shape == (k,) and (residual is None or residual.shape == x.shape)
+
+
+def _norm(residual, norm_weight, eps):
+    return Prologue(norm_weight=norm_weight, residual=residual, eps=eps)
+
+
+@OPS["norm_linear"].register_impl(
+    "triton_gemv", targets=GPU_TARGETS, launches=True,
+    supports_args=lambda x, residual, norm_weight, eps, weight, bias: x.shape[0] <= GEMV_MAX_ROWS
+    and _norm_ok(x, residual, norm_weight, weight),
+)
+def norm_linear_gemv(x, residual, norm_weight, eps, weight, bias):
+    return _gemv(x, weight, bias, None, x.shape[0], _norm(residual, norm_weight, eps))
+
+
+@OPS["norm_linear"].register_impl(
+    "triton_gemm", targets=GPU_TARGETS, launches=True,
+    supports_args=lambda x, residual, norm_weight, eps, weight, bias: _norm_ok(x, residual, norm_weight, weight),
+)
+def norm_linear_gemm(x, residual, norm_weight, eps, weight, bias):
+    return _gemm(x, weight, bias, None, x.shape[0], GEMM_CONFIGS, _norm(residual, norm_weight, eps))
+
+
+@OPS["norm_linear"].register_impl(
+    "triton_wgmma", targets=("sm90",), launches=True,
+    supports_args=lambda x, residual, norm_weight, eps, weight, bias: _wgmma_ok(x, weight, x.shape[0])
+    and _norm_ok(x, residual, norm_weight, weight),
+)
+def norm_linear_wgmma(x, residual, norm_weight, eps, weight, bias):
+    return _gemm(x, weight, bias, None, x.shape[0], WGMMA_CONFIGS, _norm(residual, norm_weight, eps))
+
+
+@OPS["silu_mul_linear"].register_impl(
+    "triton_gemv", targets=GPU_TARGETS, launches=True,
+    supports_args=lambda x, weight, bias: x.shape[0] <= GEMV_MAX_ROWS and x.shape[1] == 2 * weight.shape[1],
+)
+def silu_mul_linear_gemv(x, weight, bias):
+    return _gemv(x, weight, bias, None, x.shape[0], GATED)
+
+
+@OPS["silu_mul_linear"].register_impl(
+    "triton_gemm", targets=GPU_TARGETS, launches=True,
+    supports_args=lambda x, weight, bias: x.shape[1] == 2 * weight.shape[1],
+)
+def silu_mul_linear_gemm(x, weight, bias):
+    return _gemm(x, weight, bias, None, x.shape[0], GEMM_CONFIGS, GATED)
+
+
+@OPS["silu_mul_linear"].register_impl(
+    "triton_wgmma", targets=("sm90",), launches=True,
+    supports_args=lambda x, weight, bias: _wgmma_ok(x, weight, x.shape[0]) and x.shape[1] == 2 * weight.shape[1],
+)
+def silu_mul_linear_wgmma(x, weight, bias):
+    return _gemm(x, weight, bias, None, x.shape[0], WGMMA_CONFIGS, GATED)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.fx
 
-from . import fuse_add_norm, fuse_rope_cache, merge_linears
+from . import fuse_add_norm, fuse_linear_prologue, fuse_rope_cache, merge_linears
 from .dce import eliminate_dead_code
 from .rewrite import PassContext, Rule, apply_rules
 
@@ -12,6 +12,7 @@ STAGES: list[tuple[str, list[Rule]]] = [
     ("fuse_add_rms_norm", fuse_add_norm.RULES),
     ("merge_linears", merge_linears.RULES),
     ("fuse_rope_cache", fuse_rope_cache.RULES),
+    ("fuse_linear_prologue", fuse_linear_prologue.RULES),
 ]
 
 

@@ -4,7 +4,7 @@ import torch
 
 from llmc.aot.ir import op_of
 from llmc.aot.model import trace
-from llmc.aot.passes import fuse_add_norm, fuse_rope_cache, merge_linears
+from llmc.aot.passes import fuse_add_norm, fuse_linear_prologue, fuse_rope_cache, merge_linears
 from llmc.aot.passes.dce import eliminate_dead_code
 from llmc.aot.passes.rewrite import PassContext, apply_rules
 from llmc.aot.reference import prefill_logits
@@ -78,6 +78,32 @@ def test_rope_cache_fusion_after_merge():
 def test_rope_cache_fusion_without_qk_norm():
     gm, _, _ = _run(merge_linears.RULES + fuse_rope_cache.RULES, qk_norm=False, bias=True)
     assert _ops(gm).count("qkv_rope_cache") == 2
+
+
+def test_linear_prologue_fusion():
+    # layer 0's input norm is a plain rms_norm, every other norm before a linear a fused add + norm
+    rules = fuse_add_norm.RULES, merge_linears.RULES, fuse_rope_cache.RULES, fuse_linear_prologue.RULES
+    for qk_norm, bias in ((True, False), (False, True)):
+        spec, gm, params = _model(qk_norm, bias)
+        before = _logits(spec, gm, dict(params))
+        ctx = PassContext(params)
+        for stage in rules:
+            apply_rules(gm, stage, ctx)
+            eliminate_dead_code(gm, params)
+        gm.recompile()
+        torch.testing.assert_close(_logits(spec, gm, params), before, rtol=1e-5, atol=1e-5)
+        ops = _ops(gm)
+        assert ops.count("norm_linear") == 2 * 2 and ops.count("silu_mul_linear") == 2
+        assert ops.count("fused_add_rms_norm") == 1 and ops.index("fused_add_rms_norm") == ops.index("lm_head") - 1
+        assert not {"silu_and_mul", "rms_norm"} & set(ops)
+        assert ops.count("linear") == 2  # o_proj per layer
+
+
+def test_linear_prologue_fusion_alone():
+    # without merged linears each norm feeds several linears and stays; silu_and_mul(concat) still fuses
+    gm, _, count = _run(fuse_add_norm.RULES + fuse_linear_prologue.RULES)
+    ops = _ops(gm)
+    assert count == 4 + 2 and "norm_linear" not in ops and ops.count("silu_mul_linear") == 2 and "concat" in ops
 
 
 def test_rules_do_not_fire_without_their_pattern():
