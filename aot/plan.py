@@ -82,6 +82,19 @@ def _placeholder_value(node, refs: _Refs, bucket: Bucket, shapes, params, kv_sha
     raise ValueError(f"unknown placeholder {node.meta['ref']}")
 
 
+def _place_scratch(launches, refs: _Refs, node, index: int, buffers: dict, lifetimes: dict) -> None:
+    """Tensors an impl allocated for itself (neither arguments nor outputs) live in the arena
+    for the duration of their node."""
+    for launch in launches:
+        for value in launch.args:
+            if isinstance(value, torch.Tensor) and id(value) not in refs.by_id:
+                name = f"{node.name}.scratch{sum(n.startswith(node.name + '.scratch') for n in buffers)}"
+                buffers[name] = {"shape": list(value.shape), "dtype": DTYPE_NAMES[value.dtype],
+                                 "nbytes": value.numel() * value.element_size()}
+                lifetimes[name] = (index, index)
+                refs.bind(value, {"buffer": name})
+
+
 def _place(buffers: dict[str, dict], lifetimes: dict[str, tuple[int, int]]) -> int:
     """First-fit by decreasing size; buffers whose lifetimes overlap never share bytes."""
     placed: list[tuple[int, int, int, int]] = []  # offset, end, first, last
@@ -153,7 +166,9 @@ def plan_bucket(
             step = {"node": node.name, "op": op.name, "provider": choice.impl.provider,
                     "args": [refs.of(a) for a in args], "outputs": out_refs}
             if choice.impl.launches:
-                step["launches"] = [kernel_params(launch, refs, outs) for launch in choice.impl.fn(*args)]
+                launches = choice.impl.fn(*args)
+                _place_scratch(launches, refs, node, order[node], buffers, lifetimes)
+                step["launches"] = [kernel_params(launch, refs, outs) for launch in launches]
             steps.append(step)
         elif node.op == "output":
             (result,) = node.args
