@@ -3,9 +3,10 @@
 The variable must be set before `llmc.kernels` is imported: `@triton.jit` reads it when it
 decorates, so this conftest (loaded before the test modules of this folder) sets it.
 
-Two mistakes of the interpreter (Triton 3.9) are corrected here so that it computes what the
+Three mistakes of the interpreter (Triton 3.9) are corrected here so that it computes what the
 compiled kernel computes:
 - it truncates float32 -> bfloat16, where the GPU (cvt.rn) and torch round to nearest even;
+- it multiplies bfloat16 (stored as uint16) as integers in tl.dot;
 - a scalar comparison (`slot >= 0`) keeps its operands' dtype in its handle, so broadcasting it
   into a block (`mask & (slot >= 0)`) yields integers instead of booleans.
 """
@@ -41,5 +42,30 @@ def _fix_interpreter() -> None:
     InterpreterBuilder.create_splat = create_splat
 
 
+def _fix_bf16_dot() -> None:
+    """Triton's interpreter multiplies bfloat16 (stored as uint16) as integers in tl.dot; widen first."""
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    builder = interpreter.InterpreterBuilder
+    if getattr(builder.create_dot, "llmc_bf16", False):
+        return
+    create_dot = builder.create_dot
+
+    def widen(t):
+        if t.dtype.scalar != tl.bfloat16:
+            return t
+        data = interpreter._convert_float(t.data, tl.bfloat16, tl.float32, None).view(np.float32)
+        return interpreter.TensorHandle(data, tl.float32)
+
+    def fixed(self, a, b, d, input_precision, max_num_imprecise_acc):
+        return create_dot(self, widen(a), widen(b), d, input_precision, max_num_imprecise_acc)
+
+    fixed.llmc_bf16 = True
+    builder.create_dot = fixed
+
+
 if os.environ["TRITON_INTERPRET"] == "1":
     _fix_interpreter()
+    _fix_bf16_dot()

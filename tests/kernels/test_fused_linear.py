@@ -7,7 +7,8 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest
 import torch
 from harness import providers, run
-from test_linear import make, run_poisoned
+from harness import run_poisoned
+from test_linear import make
 from tolerances import assert_close
 
 import llmc.kernels.linear  # noqa: F401  (registers the impls)

@@ -1,64 +1,22 @@
 """`linear` and `lm_head`: every kernel impl against the native function, through Triton's interpreter."""
 
-import dataclasses
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import numpy as np
 import pytest
 import torch
-import triton.language as tl
+from harness import run_poisoned
 from tolerances import assert_close
 
 import llmc.kernels.linear  # noqa: F401  (registers the impls)
 from llmc.aot.ir import OPS
-from llmc.kernels.launch import allocate_outputs, pack_result, resolve
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def _fix_interpreter_bf16_dot():
-    """Triton's interpreter multiplies bfloat16 (stored as uint16) as integers in tl.dot; widen first."""
-    from triton.runtime import interpreter
-
-    builder = interpreter.InterpreterBuilder
-    if getattr(builder.create_dot, "llmc_bf16", False):
-        return
-    create_dot = builder.create_dot
-
-    def widen(t):
-        if t.dtype.scalar != tl.bfloat16:
-            return t
-        data = interpreter._convert_float(t.data, tl.bfloat16, tl.float32, None).view(np.float32)
-        return interpreter.TensorHandle(data, tl.float32)
-
-    def fixed(self, a, b, d, input_precision, max_num_imprecise_acc):
-        return create_dot(self, widen(a), widen(b), d, input_precision, max_num_imprecise_acc)
-
-    fixed.llmc_bf16 = True
-    builder.create_dot = fixed
-
-
-_fix_interpreter_bf16_dot()
-
-
 def providers(op):
     return [name for name, impl in OPS[op].impls.items() if impl.launches]
-
-
-def run_poisoned(impl, args, **override):
-    """Run an impl's launches with its outputs filled with NaN first (and constexprs overridden)."""
-    outputs = [out.fill_(float("nan")) for out in allocate_outputs(impl.op, args)]
-    for launch in impl.fn(*args):
-        launch = dataclasses.replace(launch, constexprs={**launch.constexprs, **override})
-        launch.kernel[launch.grid3](
-            *[resolve(a, outputs) for a in launch.args],
-            **launch.constexprs,
-            num_warps=launch.num_warps,
-            num_stages=launch.num_stages,
-        )
-    return pack_result(impl.op, outputs)
 
 
 def make(shape, dtype, seed):
