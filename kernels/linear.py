@@ -3,13 +3,13 @@
 Two kernels serve both ops. `gemv_kernel` streams W once for a few rows (decode, memory-bound);
 `matmul_kernel` is the tiled tensor-core GEMM (prefill, compute-bound), which on sm90 lowers to
 wgmma when its tiles are large enough. `lm_head` gathers its rows of x through `rows_ptr`.
-`norm_linear` and `silu_mul_linear` run the same kernels with a prologue on the A operand
-(`a_tile`): RMS norm (the row scale applied after the K loop) or silu(gate) * up.
+The kernels also take a prologue on the A operand (`a_tile`): RMS norm (the row scale applied
+after the K loop) or silu(gate) * up, which `fused_linear.py` registers as fused ops.
 N and K are constexprs (fixed per model); the row count M stays a runtime int so that one
 compiled kernel serves every batch bucket.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -337,105 +337,3 @@ def lm_head_gemm(x, weight, logits_indices):
 )
 def lm_head_wgmma(x, weight, logits_indices):
     return _gemm(x, weight, None, logits_indices, logits_indices.shape[0], WGMMA_CONFIGS)
-
-
-def _scratch(x, cols: int):
-    """A temporary [rows, cols] buffer: a tensor that is neither an argument nor an output of the op,
-    which the planner places in the arena for the node's lifetime (and a test allocates for real)."""
-    return torch.empty((x.shape[0], cols), dtype=x.dtype, device=x.device)
-
-
-def _retarget(launches, outputs: dict):
-    """Another op's launches with its outputs Out(i) sent to outputs[i]."""
-    return [replace(l, args=tuple(outputs[a.index] if isinstance(a, Out) else a for a in l.args)) for l in launches]
-
-
-def _norm_first(x, residual, norm_weight, eps):
-    """Launches that write rms_norm(x [+ residual]) to a scratch buffer and the sum to Out(1)."""
-    normed = _scratch(x, x.shape[1])
-    if residual is None:
-        norm = _retarget(OPS["rms_norm"].impls["triton"].fn(x, norm_weight, eps), {0: normed})
-        copy = _retarget(OPS["split"].impls["triton"].fn(x, [x.shape[1]]), {0: Out(1)})
-        return normed, norm + copy
-    return normed, _retarget(OPS["fused_add_rms_norm"].impls["triton"].fn(x, residual, norm_weight, eps),
-                             {0: normed, 1: Out(1)})
-
-
-def _silu_first(x):
-    """Launches that write silu_and_mul(x) to a scratch buffer."""
-    act = _scratch(x, x.shape[1] // 2)
-    return act, _retarget(OPS["silu_and_mul"].impls["triton"].fn(x), {0: act})
-
-
-# The prologue fusions pay off for a single row (decode at batch 1), where removing a launch
-# matters most; for more rows the norm or activation runs first into a scratch buffer, then
-# the plain product, which measured faster on the H100 (a fused M=8 GEMV was several times slower).
-
-
-def _norm_ok(x, residual, norm_weight, weight):
-    k = weight.shape[1]
-    return x.shape[1] == k and norm_weight.shape == (k,) and (residual is None or residual.shape == x.shape)
-
-
-def _norm(residual, norm_weight, eps):
-    return Prologue(norm_weight=norm_weight, residual=residual, eps=eps)
-
-
-@OPS["norm_linear"].register_impl(
-    "triton_gemv", targets=GPU_TARGETS, launches=True,
-    supports_args=lambda x, residual, norm_weight, eps, weight, bias: x.shape[0] <= GEMV_MAX_ROWS
-    and _norm_ok(x, residual, norm_weight, weight),
-)
-def norm_linear_gemv(x, residual, norm_weight, eps, weight, bias):
-    if x.shape[0] == 1:
-        return _gemv(x, weight, bias, None, 1, _norm(residual, norm_weight, eps))
-    normed, first = _norm_first(x, residual, norm_weight, eps)
-    return first + _gemv(normed, weight, bias, None, x.shape[0])
-
-
-@OPS["norm_linear"].register_impl(
-    "triton_gemm", targets=GPU_TARGETS, launches=True,
-    supports_args=lambda x, residual, norm_weight, eps, weight, bias: _norm_ok(x, residual, norm_weight, weight),
-)
-def norm_linear_gemm(x, residual, norm_weight, eps, weight, bias):
-    normed, first = _norm_first(x, residual, norm_weight, eps)
-    return first + _gemm(normed, weight, bias, None, x.shape[0], GEMM_CONFIGS)
-
-
-@OPS["norm_linear"].register_impl(
-    "triton_wgmma", targets=("sm90",), launches=True,
-    supports_args=lambda x, residual, norm_weight, eps, weight, bias: _wgmma_ok(x, weight, x.shape[0])
-    and _norm_ok(x, residual, norm_weight, weight),
-)
-def norm_linear_wgmma(x, residual, norm_weight, eps, weight, bias):
-    normed, first = _norm_first(x, residual, norm_weight, eps)
-    return first + _gemm(normed, weight, bias, None, x.shape[0], WGMMA_CONFIGS)
-
-
-@OPS["silu_mul_linear"].register_impl(
-    "triton_gemv", targets=GPU_TARGETS, launches=True,
-    supports_args=lambda x, weight, bias: x.shape[0] <= GEMV_MAX_ROWS and x.shape[1] == 2 * weight.shape[1],
-)
-def silu_mul_linear_gemv(x, weight, bias):
-    if x.shape[0] == 1:
-        return _gemv(x, weight, bias, None, 1, GATED)
-    act, first = _silu_first(x)
-    return first + _gemv(act, weight, bias, None, x.shape[0])
-
-
-@OPS["silu_mul_linear"].register_impl(
-    "triton_gemm", targets=GPU_TARGETS, launches=True,
-    supports_args=lambda x, weight, bias: x.shape[1] == 2 * weight.shape[1],
-)
-def silu_mul_linear_gemm(x, weight, bias):
-    act, first = _silu_first(x)
-    return first + _gemm(act, weight, bias, None, x.shape[0], GEMM_CONFIGS)
-
-
-@OPS["silu_mul_linear"].register_impl(
-    "triton_wgmma", targets=("sm90",), launches=True,
-    supports_args=lambda x, weight, bias: _wgmma_ok(x, weight, x.shape[0]) and x.shape[1] == 2 * weight.shape[1],
-)
-def silu_mul_linear_wgmma(x, weight, bias):
-    act, first = _silu_first(x)
-    return first + _gemm(act, weight, bias, None, x.shape[0], WGMMA_CONFIGS)

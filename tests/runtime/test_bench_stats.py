@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from llmc.errors import UserError
 from llmc.runtime import bench as b
 from llmc.runtime.batch import fill_inputs
@@ -264,7 +263,6 @@ def cpu_bundle(tmp_path_factory):
 def test_fixed_batch_on_the_cpu_backend_matches_transformers(cpu_bundle):
     import torch
     import transformers
-
     from llmc.artifacts import Bundle
 
     prompt = [3, 17, 45, 9, 120, 77, 5, 201, 64, 33, 18]

@@ -1,5 +1,4 @@
 import pytest
-
 from llmc.runtime.block_manager import BlockManager
 from llmc.runtime.sampling_params import SamplingParams
 from llmc.runtime.sequence import Sequence

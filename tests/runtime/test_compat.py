@@ -1,7 +1,6 @@
 """The compatibility check's decisions: one sentence that says what to do, before anything loads."""
 
 import pytest
-
 from llmc.errors import BundleError
 from llmc.runtime.backends.cuda_driver import Driver, query_device
 from llmc.runtime.compat import DeviceInfo, check_compat, runs_on, suggest_target

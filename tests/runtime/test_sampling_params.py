@@ -1,7 +1,6 @@
 import math
 
 import pytest
-
 from llmc.errors import UserError
 from llmc.runtime.sampling_params import SamplingParams, uniform_draw
 

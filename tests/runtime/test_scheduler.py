@@ -1,7 +1,6 @@
 import random
 
 import pytest
-
 from llmc.errors import UserError
 from llmc.runtime.block_manager import BlockManager
 from llmc.runtime.sampling_params import SamplingParams, uniform_draw
