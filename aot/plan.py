@@ -54,9 +54,11 @@ class _Refs:
 
     def __init__(self):
         self.by_id: dict[int, dict] = {}
+        self._alive: list[torch.Tensor] = []  # an id is only unique while its object lives
 
     def bind(self, value: torch.Tensor, ref: dict) -> torch.Tensor:
         self.by_id[id(value)] = ref
+        self._alive.append(value)
         return value
 
     def of(self, value) -> dict:

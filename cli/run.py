@@ -16,19 +16,25 @@ import click
 @click.option("--top-p", default=1.0, show_default=True)
 @click.option("--top-k", default=0, show_default=True, help="0 is off.")
 @click.option("--seed", default=None, type=int)
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-def run(bundle, prompt, max_tokens, temperature, top_p, top_k, seed, device):
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: the backend the bundle was built for.")
+@click.option("--gpu-memory-utilization", type=float, default=0.9, show_default=True,
+              help="cuda: share of the free GPU memory the KV cache may take.")
+@click.option("--verify", type=click.Choice(["full", "fast", "none"]), default="full", show_default=True,
+              help="full hashes every file; fast checks the manifest and sizes.")
+def run(bundle, prompt, max_tokens, temperature, top_p, top_k, seed, device, gpu_memory_utilization, verify):
     """Generate a completion of PROMPT with BUNDLE, streaming it as it is sampled."""
     from llmc.runtime import Engine, SamplingParams
 
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
     start = time.perf_counter()
-    engine = Engine.load(bundle, device=device)
+    options = {"gpu_memory_utilization": gpu_memory_utilization} if device != "cpu" else {}
+    engine = Engine.load(bundle, device=device, verify=verify, **options)
+    engine.add_request("run", prompt, params)
     summary = engine.backend.load_summary
-    click.echo(f"loaded {bundle} on {device} in {time.perf_counter() - start:.2f} s: "
+    click.echo(f"loaded {bundle} on {engine.backend.name} in {time.perf_counter() - start:.2f} s: "
                f"{summary.get('weights_bytes', 0) / 1e6:.1f} MB of weights, KV cache for {summary.get('kv_tokens', 0)} tokens",
                err=True)
-    engine.add_request("run", prompt, params)
     click.echo(prompt, nl=False)
     while engine.has_unfinished():
         for output in engine.step():

@@ -28,9 +28,13 @@ DEFAULT_MAX_WAITING = 256  # as llmc.runtime.server.app, which cannot be importe
               help="Seconds running requests get to finish after SIGTERM.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="info", show_default=True)
+@click.option("--gpu-memory-utilization", type=float, default=0.9, show_default=True,
+              help="cuda: share of the free GPU memory the KV cache may take.")
+@click.option("--verify", type=click.Choice(["full", "fast", "none"]), default="full", show_default=True,
+              help="full hashes every file at start; fast checks the manifest and sizes.")
 def serve(bundle: Path, host: str, port: int, device: str, max_num_seqs: int | None, max_waiting: int,
           chat_template: Path | None, served_model_name: str | None, shutdown_timeout: float,
-          log_level: str) -> None:
+          log_level: str, gpu_memory_utilization: float, verify: str) -> None:
     """Serve BUNDLE with OpenAI's HTTP API.
 
     Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health,
@@ -43,14 +47,11 @@ def serve(bundle: Path, host: str, port: int, device: str, max_num_seqs: int | N
     except ImportError:
         click.echo(SERVE_EXTRA_MISSING, err=True)
         raise click.exceptions.Exit(2) from None
-    from llmc.artifacts import Bundle
     from llmc.runtime import Engine
     from llmc.runtime.server import create_app
 
-    if device == "auto":
-        with Bundle.open(bundle, verify="none") as opened:
-            device = opened.manifest["target"]["backend"]
-    engine = Engine.load(bundle, device=device, max_num_seqs=max_num_seqs)
+    options = {"gpu_memory_utilization": gpu_memory_utilization} if device != "cpu" else {}
+    engine = Engine.load(bundle, device=device, max_num_seqs=max_num_seqs, verify=verify, **options)
     template = chat_template.read_text() if chat_template else None
     app = create_app(engine, model_name=served_model_name, max_waiting=max_waiting, chat_template=template)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",

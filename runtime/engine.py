@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmc.errors import UserError
+from llmc.errors import BundleError, UserError
 
 from .batch import StepBatch, fill_inputs, pick_plan
 from .block_manager import BlockManager
@@ -23,7 +23,7 @@ from .sequence import Sequence
 from .stop import StopChecker
 from .tokenizer import Tokenizer
 
-DEVICES = ("cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def open_backend(bundle, device: str, **options):
         from .backends.cuda import CudaBackend
 
         return CudaBackend.open(bundle, **options)
-    raise UserError(f"--device {device!r} is not supported; choose one of {', '.join(DEVICES)}")
+    raise UserError(f"--device {device!r} is not supported; choose one of cpu, cuda")
 
 
 class Engine:
@@ -80,12 +80,28 @@ class Engine:
 
     @classmethod
     def load(cls, path, device: str = "cpu", *, max_num_seqs: int | None = None, verify: str = "full", **backend_options) -> "Engine":
+        """Open, check and load a bundle. `device="auto"` picks the bundle's own backend. The cheap
+        checks (sizes, format, the GPU's architecture) come before hashing a large bundle."""
         from llmc.artifacts import Bundle
 
         if device not in DEVICES:
             raise UserError(f"--device {device!r} is not supported; choose one of {', '.join(DEVICES)}")
-        bundle = Bundle.open(path, verify=verify)
-        return cls(bundle, open_backend(bundle, device, **backend_options), max_num_seqs)
+        bundle = Bundle.open(path, verify="none" if verify == "none" else "fast")
+        try:
+            if device == "auto":
+                device = bundle.manifest["target"]["backend"]
+            if device == "cuda":
+                from .backends.cuda import check_device
+
+                check_device(bundle.manifest)
+            if verify == "full":
+                first = next(iter(bundle.check(full=True).mismatches), None)
+                if first is not None:
+                    raise BundleError(f"{bundle.label}: {first.message}")
+            return cls(bundle, open_backend(bundle, device, **backend_options), max_num_seqs)
+        except BaseException:
+            bundle.close()
+            raise
 
     @property
     def model_name(self) -> str:
