@@ -13,9 +13,8 @@ def _add_rms_norm(node, ctx: PassContext):
         fused = call(graph, "fused_add_rms_norm", *summed.args, weight, eps)
     with graph.inserting_after(fused):
         normed, new_sum = item(graph, fused, 0), item(graph, fused, 1)
-    fused._rename(node.name)
     summed.replace_all_uses_with(new_sum)
     return normed
 
 
-RULES = [Rule("rms_norm", _add_rms_norm, "rms_norm(x + r) -> fused_add_rms_norm(x, r)")]
+RULES = [Rule("rms_norm", _add_rms_norm, "rms_norm(x + r) -> fused_add_rms_norm(x, r)", inherit_name=True)]

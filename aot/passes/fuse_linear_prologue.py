@@ -15,7 +15,7 @@ def _norm_linear(node, ctx: PassContext):
         fused = x.args[0]
         graph = node.graph
         with graph.inserting_after(fused):
-            new = call(graph, "norm_linear", *fused.args, weight, bias, name=node.name)
+            new = call(graph, "norm_linear", *fused.args, weight, bias)
         with graph.inserting_after(new):
             out, summed = item(graph, new, 0), item(graph, new, 1)
         old_summed = [u for u in fused.users if is_getitem(u, 1)]
@@ -39,6 +39,6 @@ def _silu_mul_linear(node, ctx: PassContext):
 
 
 RULES = [
-    Rule("linear", _norm_linear, "linear(rms_norm(x [+ r])) -> norm_linear(x, r)"),
-    Rule("linear", _silu_mul_linear, "linear(silu_and_mul(x)) -> silu_mul_linear(x)"),
+    Rule("linear", _norm_linear, "linear(rms_norm(x [+ r])) -> norm_linear(x, r)", inherit_name=True),
+    Rule("linear", _silu_mul_linear, "linear(silu_and_mul(x)) -> silu_mul_linear(x)", inherit_name=True),
 ]

@@ -27,6 +27,7 @@ class Rule:
     op: str
     rewrite: Callable[[torch.fx.Node, PassContext], object]
     doc: str
+    inherit_name: bool = False  # the new op node takes the matched node's name (layers_0_qkv_proj, ...)
 
 
 def is_op(node, name: str) -> bool:
@@ -98,7 +99,10 @@ def apply_rules(gm: torch.fx.GraphModule, rules: list[Rule], ctx: PassContext) -
                 if replacement is None:
                     continue
                 ctx.log.append(f"{rule.doc}: {node.name}")
+                name = node.name
                 _replace(node, replacement)
+                if rule.inherit_name:
+                    _inherit_name(replacement, name)
                 total += 1
                 changed = True
                 break
@@ -117,6 +121,15 @@ def _replace(node: torch.fx.Node, replacement) -> None:
             if new is not None:
                 getter.replace_all_uses_with(new)
     erase_unused(node)
+
+
+def _inherit_name(replacement, name: str) -> None:
+    new = replacement[0] if isinstance(replacement, tuple) and replacement else replacement
+    if is_getitem(new):
+        new = new.args[0]
+    if isinstance(new, torch.fx.Node) and all(n.name != name for n in new.graph.nodes):
+        new.graph._graph_namespace._used_names.discard(name)  # fx never frees an erased node's name
+        new._rename(name)
 
 
 def erase_unused(node: torch.fx.Node) -> None:
