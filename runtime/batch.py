@@ -39,7 +39,8 @@ class StepBatch:
 
     def add_row(self, token_index: int, params, seed: int, draw_index: int) -> int:
         self.logits_indices.append(token_index)
-        self.rows.append((params.temperature, params.top_k, params.top_p, uniform_draw(seed, draw_index)))
+        draw = uniform_draw(seed, draw_index) if params.temperature > 0 else 0.0  # greedy draws nothing
+        self.rows.append((params.temperature, params.top_k, params.top_p, draw))
         return len(self.logits_indices) - 1
 
     @classmethod
