@@ -72,11 +72,12 @@ def resolve(arg, outputs: list[torch.Tensor]):
     return outputs[arg.index] if isinstance(arg, Out) else arg
 
 
-def run_eager(impl, args: tuple, *, out_fill: float | None = None):
+def run_eager(impl, args: tuple, *, out_fill: float | None = None, constexprs: Mapping[str, Any] | None = None):
     """Run a launches impl on real tensors, the way the runtime would, through Triton's launcher.
 
     `out_fill` poisons the freshly allocated outputs first (tests pass NaN to catch unwritten
-    elements); integer outputs get their dtype's smallest value instead.
+    elements); integer outputs get their dtype's smallest value instead. `constexprs` overrides
+    the launch rule's meta-parameters (tests force small blocks to exercise loops).
     """
     outputs = allocate_outputs(impl.op, args)
     if out_fill is not None:
@@ -85,6 +86,7 @@ def run_eager(impl, args: tuple, *, out_fill: float | None = None):
     for launch in impl.fn(*args):
         kernel_args = [resolve(a, outputs) for a in launch.args]
         launch.kernel[launch.grid3](
-            *kernel_args, **launch.constexprs, num_warps=launch.num_warps, num_stages=launch.num_stages
+            *kernel_args, **{**launch.constexprs, **(constexprs or {})},
+            num_warps=launch.num_warps, num_stages=launch.num_stages,
         )
     return pack_result(impl.op, outputs)

@@ -29,13 +29,17 @@ class StepBatch:
     logit_rows: list[int | None] = field(default_factory=list)  # per sequence: its row, or None if it samples nothing
 
     def add_tokens(self, seq, start: int, count: int, block_manager) -> None:
-        ids = seq.token_ids
-        self.token_ids += ids[start : start + count]
-        self.positions += range(start, start + count)
-        self.slots += [block_manager.slot(seq, p) for p in range(start, start + count)]
-        self.block_tables.append(list(seq.block_table))
-        self.seq_lens.append(start + count)
-        self.query_lens.append(count)
+        self.add_piece(seq.token_ids[start : start + count], start, seq.block_table, block_manager.block_size)
+
+    def add_piece(self, tokens: list[int], start: int, table: list[int], block_size: int) -> None:
+        """New tokens of one sequence, the first at position `start`, its KV in the blocks of `table`."""
+        positions = range(start, start + len(tokens))
+        self.token_ids += tokens
+        self.positions += positions
+        self.slots += [table[p // block_size] * block_size + p % block_size for p in positions]
+        self.block_tables.append(list(table))
+        self.seq_lens.append(start + len(tokens))
+        self.query_lens.append(len(tokens))
 
     def add_row(self, token_index: int, params, seed: int, draw_index: int) -> int:
         self.logits_indices.append(token_index)

@@ -20,6 +20,7 @@ import numpy as np
 
 from llmc.errors import UserError
 from llmc.runtime.batch import StepBatch, fill_inputs, pick_plan
+from llmc.runtime.sampling_params import SamplingParams
 
 PERCENTILES = (10, 25, 50, 75, 90, 99)
 
@@ -107,17 +108,12 @@ def step_batch(kind: str, pieces: list[tuple[list[int], int, list[int]]], block_
     with a logits row at each piece's last token."""
     batch = StepBatch(kind)
     for tokens, start, table in pieces:
-        positions = range(start, start + len(tokens))
-        batch.token_ids += tokens
-        batch.positions += positions
-        batch.slots += [table[p // block_size] * block_size + p % block_size for p in positions]
-        batch.block_tables.append(list(table))
-        batch.seq_lens.append(start + len(tokens))
-        batch.query_lens.append(len(tokens))
-        batch.logits_indices.append(len(batch.token_ids) - 1)
-        batch.rows.append((0.0, 0, 1.0, 0.0))  # temperature, top_k, top_p, uniform: greedy
-        batch.logit_rows.append(len(batch.logits_indices) - 1)
+        batch.add_piece(tokens, start, table, block_size)
+        batch.logit_rows.append(batch.add_row(len(batch.token_ids) - 1, GREEDY, 0, 0))
     return batch
+
+
+GREEDY = SamplingParams(temperature=0.0)
 
 
 class FixedBatch:
@@ -231,8 +227,6 @@ def run_throughput(generate: Callable[[list[list[int]], int], list[list[int]]], 
 
 def engine_generate(engine) -> Callable[[list[list[int]], int], list[list[int]]]:
     """The engine's offline API as `generate(prompts, max_tokens)`: greedy, exactly max_tokens new tokens each."""
-    from llmc.runtime.sampling_params import SamplingParams
-
     def generate(prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
         params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
         return [c.token_ids for c in engine.generate(prompts, params)]

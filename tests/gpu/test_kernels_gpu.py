@@ -37,15 +37,9 @@ def ops():
 
 def run(impl, *args):
     """The impl's launches, eagerly (Triton JIT), into outputs poisoned with NaN."""
-    from llmc.kernels.launch import allocate_outputs, pack_result, resolve
+    from llmc.kernels.launch import run_eager
 
-    outputs = [out.fill_(float("nan")) for out in allocate_outputs(impl.op, args)]
-    for launch in impl.fn(*args):
-        launch.kernel[launch.grid3](
-            *[resolve(a, outputs) for a in launch.args], **launch.constexprs,
-            num_warps=launch.num_warps, num_stages=launch.num_stages,
-        )
-    return pack_result(impl.op, outputs)
+    return run_eager(impl, args, out_fill=float("nan"))
 
 
 def available(impl):

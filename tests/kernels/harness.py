@@ -1,12 +1,11 @@
 """Running one provider of an op the way the kernel tests need: every provider, poisoned outputs."""
 
-import dataclasses
 
 import pytest
 
 import llmc.kernels  # noqa: F401  (registers the kernel impls)
 from llmc.aot.ir import OPS
-from llmc.kernels.launch import allocate_outputs, pack_result, resolve, run_eager
+from llmc.kernels.launch import run_eager
 
 
 def providers(op: str) -> list[str]:
@@ -26,13 +25,4 @@ def run(op: str, provider: str, *args):
 
 def run_poisoned(impl, args, **override):
     """Run an impl's launches with its outputs filled with NaN first (and constexprs overridden)."""
-    outputs = [out.fill_(float("nan")) for out in allocate_outputs(impl.op, args)]
-    for launch in impl.fn(*args):
-        launch = dataclasses.replace(launch, constexprs={**launch.constexprs, **override})
-        launch.kernel[launch.grid3](
-            *[resolve(a, outputs) for a in launch.args],
-            **launch.constexprs,
-            num_warps=launch.num_warps,
-            num_stages=launch.num_stages,
-        )
-    return pack_result(impl.op, outputs)
+    return run_eager(impl, args, out_fill=float("nan"), constexprs=override)
