@@ -36,8 +36,11 @@ def run(bundle, prompt, max_tokens, temperature, top_p, top_k, seed, device, gpu
                f"{summary.get('weights_bytes', 0) / 1e6:.1f} MB of weights, KV cache for {summary.get('kv_tokens', 0)} tokens",
                err=True)
     click.echo(prompt, nl=False)
+    finish_reason = None
     while engine.has_unfinished():
         for output in engine.step():
             click.echo(output.new_text, nl=False)
+            finish_reason = output.finish_reason or finish_reason
     click.echo()
+    click.echo(f"[{finish_reason}]", err=True)  # why it ended: stop (EOS, stop string) or length (--max-tokens, context)
     engine.close()

@@ -52,6 +52,9 @@ def serve(bundle: Path, host: str, port: int, device: str, max_num_seqs: int | N
 
     options = {"gpu_memory_utilization": gpu_memory_utilization} if device != "cpu" else {}
     engine = Engine.load(bundle, device=device, max_num_seqs=max_num_seqs, verify=verify, **options)
+    if max_num_seqs is not None and engine.max_num_seqs < max_num_seqs:
+        click.echo(f"warning: --max-num-seqs {max_num_seqs} is above the bundle's largest decode batch; serving at most "
+                   f"{engine.max_num_seqs} sequences together (rebuild with --max-batch-size {max_num_seqs} for more)", err=True)
     template = chat_template.read_text() if chat_template else None
     app = create_app(engine, model_name=served_model_name, max_waiting=max_waiting, chat_template=template)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
