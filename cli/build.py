@@ -11,7 +11,7 @@ import click
 
 
 @click.command("build")
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model")
 @click.option("--target", default="cpu", show_default=True, help="cpu, sm80, sm89, sm90 or gfx942.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None, help="Default: the checkpoint's.")
@@ -19,12 +19,16 @@ import click
 @click.option("--max-seq-len", default=2048, show_default=True, help="Context length: prompt plus generated tokens.")
 @click.option("--kv-block-size", default=16, show_default=True, help="Tokens per KV-cache block.")
 @click.option("--max-num-batched-tokens", default=512, show_default=True, help="Largest prefill step, in tokens.")
+@click.option("--revision", default=None, help="For a Hugging Face id: the branch, tag or commit to build.")
 @click.option("--op-priority", default="", help="Per-op impl order, e.g. rms_norm=native,linear=triton_gemm|triton_gemv.")
-def build(model, target, out, dtype, max_batch_size, max_seq_len, kv_block_size, max_num_batched_tokens, op_priority):
-    """Compile the Hugging Face checkpoint MODEL into a bundle for one target."""
+def build(model, target, out, dtype, max_batch_size, max_seq_len, kv_block_size, max_num_batched_tokens, revision, op_priority):
+    """Compile the Hugging Face checkpoint MODEL (a directory, or an id such as Qwen/Qwen3-0.6B) into a bundle."""
     from llmc.aot.build import build as run_build
     from llmc.aot.config import BuildConfig
+    from llmc.aot.model_source import resolve_model_dir
     from llmc.aot.target import parse_op_priority
+
+    model = resolve_model_dir(model, revision)
 
     config = BuildConfig(
         target=target, dtype=dtype, max_batch_size=max_batch_size, max_seq_len=max_seq_len,
@@ -41,6 +45,15 @@ def build(model, target, out, dtype, max_batch_size, max_seq_len, kv_block_size,
         f"{result.kernels_compiled} kernels compiled, {result.kernels_cached} from the cache"
     )
     click.echo(f"root digest {manifest['root_digest']}")
+    _warn_if_clamped(click.get_current_context(), max_seq_len, manifest)
+
+
+def _warn_if_clamped(ctx: click.Context, asked: int, manifest: dict) -> None:
+    """A context length the user asked for and did not get is said, not silently clamped."""
+    used = manifest["build"]["max_seq_len"]
+    if ctx.get_parameter_source("max_seq_len") is click.core.ParameterSource.COMMANDLINE and used < asked:
+        click.echo(f"warning: --max-seq-len {asked} is above the model's max_position_embeddings; the bundle's context "
+                   f"is {used} tokens (a longer context needs a model trained or rope-scaled for it)", err=True)
 
 
 def _progress():
