@@ -2,6 +2,8 @@
 
     python benchmarks/peer_compare.py --model qwen3-0.6b          # or llama-3.1-8b
     python benchmarks/peer_compare.py --model qwen3-0.6b --work .peer_work --budget-s 540
+    python benchmarks/peer_compare.py --model llama-3.1-8b --quantize fp8     # an FP8 bundle (peers stay bf16)
+    python benchmarks/peer_compare.py --model qwen3-30b-a3b --layers 12       # MoE, fewer layers to fit the disk
 
 Stages, each skipped when its result is already in --work (so a second call on a warm machine
 continues where a timed-out one stopped): a bf16 checkpoint from the real config with random
@@ -34,8 +36,27 @@ CONFIGS = {
         rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                       "original_max_position_embeddings": 8192},
         max_position_embeddings=131072, rms_norm_eps=1e-5, bos_token_id=128000, eos_token_id=128001)),
+    "qwen3-30b-a3b": ("Qwen3MoeConfig", dict(
+        hidden_size=2048, num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
+        intermediate_size=6144, moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8,
+        norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[], vocab_size=151936, tie_word_embeddings=False,
+        rope_theta=1e6, max_position_embeddings=40960, rms_norm_eps=1e-6, bos_token_id=151643, eos_token_id=151645)),
 }
 INPUT_LEN, OUTPUT_LEN, BATCH = 32, 128, 8
+
+
+def active_weight_bytes(model: str, layers: int | None, bytes_per_weight: float = 2.0) -> float:
+    """Weights one decode token reads: all but the experts it is not routed to (MoE), at bf16 or FP8 size."""
+    fields = CONFIGS[model][1]
+    h, v, n = fields["hidden_size"], fields["vocab_size"], layers or fields["num_hidden_layers"]
+    hd, q, kv = fields["head_dim"], fields["num_attention_heads"], fields["num_key_value_heads"]
+    attention = h * hd * (2 * q + 2 * kv)
+    if "num_experts" in fields:
+        mlp = fields["num_experts_per_tok"] * 3 * h * fields["moe_intermediate_size"] + fields["num_experts"] * h
+    else:
+        mlp = 3 * h * fields["intermediate_size"]
+    head = 0 if fields["tie_word_embeddings"] else v * h
+    return bytes_per_weight * (n * (attention + mlp) + head) + 2.0 * v * h  # the embedding row is negligible; the head is read
 
 
 # ---- stages (run in this process) ---------------------------------------------------------------
@@ -48,7 +69,7 @@ def make_checkpoint(model: str, out: Path, device: str = "cuda", **overrides) ->
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     name, fields = CONFIGS[model]
-    config = getattr(transformers, name)(**{**fields, **overrides})
+    config = getattr(transformers, name)(**{**fields, **{k: v for k, v in overrides.items() if v is not None}})
     torch.manual_seed(0)
     try:
         with torch.device(device):  # random init on the GPU: seconds, where the CPU takes minutes for 8B
@@ -164,6 +185,8 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(CONFIGS), default="qwen3-0.6b")
     parser.add_argument("--work", type=Path, default=Path(".peer_work"), help="checkpoint, bundle, partial results")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")), help="where the JSON goes ($OUT)")
+    parser.add_argument("--layers", type=int, default=None, help="fewer decoder layers than the real model (disk, time)")
+    parser.add_argument("--quantize", choices=["fp8"], default=None, help="build an FP8 bundle (llmc build --quantize)")
     parser.add_argument("--budget-s", type=float, default=540.0, help="stop starting stages after this many seconds")
     parser.add_argument("--skip", default="", help="comma-separated stages to skip: hf_eager,hf_compile_b1,hf_compile_b8")
     parser.add_argument("--hf-worker", nargs=6, metavar=("CKPT", "MODE", "BATCH", "IN", "OUT", "ITERS"), help=argparse.SUPPRESS)
@@ -171,7 +194,7 @@ def main() -> None:
     parser.add_argument("--make-checkpoint", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.make_checkpoint:  # in a child, so this process holds no CUDA context while llmc measures
-        make_checkpoint(args.model, args.make_checkpoint)
+        make_checkpoint(args.model, args.make_checkpoint, num_hidden_layers=args.layers)
         return
     if args.hf_worker:
         ckpt, mode, batch, inp, out, iters = args.hf_worker
@@ -179,7 +202,8 @@ def main() -> None:
         return
 
     start = time.perf_counter()
-    work = args.work / args.model
+    name = args.model + (f"-{args.layers}l" if args.layers else "") + (f"-{args.quantize}" if args.quantize else "")
+    work = args.work / name
     work.mkdir(parents=True, exist_ok=True)
     results_path = work / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
@@ -194,7 +218,7 @@ def main() -> None:
     def save():
         results_path.write_text(json.dumps(results, indent=2, sort_keys=True))
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"peer_compare_{args.model}.json").write_text(json.dumps(results, indent=2, sort_keys=True))
+        (args.out / f"peer_compare_{name}.json").write_text(json.dumps(results, indent=2, sort_keys=True))
 
     def stage(name: str, need_s: float, fn) -> None:
         if name in skip or (name in results and "error" not in results[name]):
@@ -213,14 +237,16 @@ def main() -> None:
     def checkpoint():
         if (ckpt / "config.json").is_file():
             return {"path": str(ckpt), "reused": True}
-        code, tail = run([py, __file__, "--model", args.model, "--make-checkpoint", str(ckpt)], left() - 10,
+        layers = ["--layers", str(args.layers)] if args.layers else []
+        code, tail = run([py, __file__, "--model", args.model, *layers, "--make-checkpoint", str(ckpt)], left() - 10,
                          work / "checkpoint.log")
         return {"path": str(ckpt)} if code == 0 else {"error": f"exited {code}: {tail}"}
 
     def build():
         if (bundle / "manifest.json").is_file():
             return {"path": str(bundle), "reused": True}
-        code, tail = run(llmc + ["build", str(ckpt), "--target", target, "--dtype", "bfloat16", "-o", str(bundle)],
+        quantize = ["--quantize", args.quantize] if args.quantize else []
+        code, tail = run(llmc + ["build", str(ckpt), "--target", target, "--dtype", "bfloat16", *quantize, "-o", str(bundle)],
                          left() - 10, work / "build.log")
         return {"path": str(bundle)} if code == 0 else {"error": f"llmc build exited {code}: {tail}"}
 
@@ -244,7 +270,8 @@ def main() -> None:
             return json.loads(line[7:]) if code == 0 and line else {"error": f"exited {code}: {tail[-1500:]}"}
         return fn
 
-    results["model"], results["target"] = args.model, target
+    results["model"], results["target"] = name, target
+    results["active_weight_bytes"] = active_weight_bytes(args.model, args.layers, 1.0 if args.quantize else 2.0)
     stage("checkpoint", 60, checkpoint)
     stage("build", 60, build)
     stage("llmc_b1", 30, llmc_bench(1, 10))
@@ -277,8 +304,12 @@ def table(r: dict) -> list[str]:
          get(f"hf_compile_b{BATCH}", "latency_median"), get("hf_compile_b1", "first_call_s"), "first generate (compile)"),
     ]
     bw, wb = b1.get("copy_bandwidth"), b1.get("weight_bytes")
+    active = r.get("active_weight_bytes")
+    if bw and active and wb and active < 0.9 * wb:  # MoE: a token reads only its experts
+        floor = active / bw
     lines = [f"{r.get('model')} on {get('llmc_b1', 'load', 'device') or r.get('target')}, bf16 random weights; floor "
-             + (f"{floor * 1e3:.3f} ms/step = {wb / 1e9:.2f} GB / {bw / 1e12:.2f} TB/s (copy measured now)" if floor else "n/a"),
+             + (f"{floor * 1e3:.3f} ms/step = {floor * bw / 1e9:.2f} GB read per token (of {wb / 1e9:.2f} GB) / "
+                f"{bw / 1e12:.2f} TB/s (copy measured now)" if floor else "n/a"),
              f"{'':22} {'decode ms/step b1':>17} {'x floor':>8} {f'b{BATCH} in{INPUT_LEN}/out{OUTPUT_LEN} ms':>20} "
              f"{'start-up s':>10}"]
     for name, step, lat, startup, what in rows:
