@@ -9,22 +9,27 @@ from pathlib import Path
 
 import click
 
+from llmc.aot.config import BuildConfig
+
 
 @click.command("build")
 @click.argument("model")
 @click.option("--target", default="cpu", show_default=True, help="cpu, sm80, sm89, sm90 or gfx942.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None, help="Default: the checkpoint's.")
-@click.option("--max-batch-size", default=8, show_default=True, help="Largest decode batch (sequences per step).")
-@click.option("--max-seq-len", default=2048, show_default=True, help="Context length: prompt plus generated tokens.")
-@click.option("--kv-block-size", default=16, show_default=True, help="Tokens per KV-cache block.")
-@click.option("--max-num-batched-tokens", default=512, show_default=True, help="Largest prefill step, in tokens.")
+@click.option("--max-batch-size", default=BuildConfig.max_batch_size, show_default=True, help="Largest decode batch (sequences per step).")
+@click.option("--max-seq-len", default=BuildConfig.max_seq_len, show_default=True, help="Context length: prompt plus generated tokens.")
+@click.option("--kv-block-size", default=BuildConfig.kv_block_size, show_default=True, help="Tokens per KV-cache block.")
+@click.option("--max-num-batched-tokens", default=BuildConfig.max_num_batched_tokens, show_default=True, help="Largest prefill step, in tokens.")
 @click.option("--revision", default=None, help="For a Hugging Face id: the branch, tag or commit to build.")
 @click.option("--op-priority", default="", help="Per-op impl order, e.g. rms_norm=native,linear=triton_gemm|triton_gemv.")
-def build(model, target, out, dtype, max_batch_size, max_seq_len, kv_block_size, max_num_batched_tokens, revision, op_priority):
+@click.option("--no-cache", is_flag=True, help="Build every stage even when the bundle cache holds this build.")
+@click.option("--quantize", type=click.Choice(["fp8"]), default=None,
+              help="Quantize a 16-bit checkpoint's linears: fp8 e4m3 weights per channel, activations per token.")
+def build(model, target, out, dtype, max_batch_size, max_seq_len, kv_block_size, max_num_batched_tokens, revision, op_priority, no_cache,
+          quantize):
     """Compile the Hugging Face checkpoint MODEL (a directory, or an id such as Qwen/Qwen3-0.6B) into a bundle."""
     from llmc.aot.build import build as run_build
-    from llmc.aot.config import BuildConfig
     from llmc.aot.model_source import resolve_model_dir
     from llmc.aot.target import parse_op_priority
 
@@ -33,10 +38,10 @@ def build(model, target, out, dtype, max_batch_size, max_seq_len, kv_block_size,
     config = BuildConfig(
         target=target, dtype=dtype, max_batch_size=max_batch_size, max_seq_len=max_seq_len,
         kv_block_size=kv_block_size, max_num_batched_tokens=max_num_batched_tokens,
-        op_priority=parse_op_priority(op_priority),
+        op_priority=parse_op_priority(op_priority), quantize=quantize,
     )
     start = time.perf_counter()
-    result = run_build(model, out, config, progress=_progress())
+    result = run_build(model, out, config, progress=_progress(), use_cache=not no_cache)
     manifest = result.manifest
     m = manifest["model"]
     click.echo(
@@ -45,6 +50,8 @@ def build(model, target, out, dtype, max_batch_size, max_seq_len, kv_block_size,
         f"{result.kernels_compiled} kernels compiled, {result.kernels_cached} from the cache"
     )
     click.echo(f"root digest {manifest['root_digest']}")
+    if result.from_cache:
+        click.echo(f"from the bundle cache (build key {manifest['build_key'][:16]}…); --no-cache builds every stage again")
     _warn_if_clamped(click.get_current_context(), max_seq_len, manifest)
 
 

@@ -15,7 +15,7 @@ DEFAULT_MAX_WAITING = 256  # as llmc.runtime.server.app, which cannot be importe
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
+@click.option("--device", type=click.Choice(["auto", "cuda", "hip", "cpu"]), default="auto", show_default=True,
               help="Where to run; auto: the backend the bundle was built for.")
 @click.option("--max-num-seqs", type=click.IntRange(min=1), default=None,
               help="Most sequences decoded together (default: the bundle's largest batch).")
@@ -32,9 +32,10 @@ DEFAULT_MAX_WAITING = 256  # as llmc.runtime.server.app, which cannot be importe
               help="cuda: share of the free GPU memory the KV cache may take.")
 @click.option("--verify", type=click.Choice(["full", "fast", "none"]), default="full", show_default=True,
               help="full hashes every file at start; fast checks the manifest and sizes.")
+@click.option("--no-overlap", is_flag=True, help="Prepare each step only after the previous one ends (same output).")
 def serve(bundle: Path, host: str, port: int, device: str, max_num_seqs: int | None, max_waiting: int,
           chat_template: Path | None, served_model_name: str | None, shutdown_timeout: float,
-          log_level: str, gpu_memory_utilization: float, verify: str) -> None:
+          log_level: str, gpu_memory_utilization: float, verify: str, no_overlap: bool) -> None:
     """Serve BUNDLE with OpenAI's HTTP API.
 
     Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health,
@@ -51,7 +52,7 @@ def serve(bundle: Path, host: str, port: int, device: str, max_num_seqs: int | N
     from llmc.runtime.server import create_app
 
     options = {"gpu_memory_utilization": gpu_memory_utilization} if device != "cpu" else {}
-    engine = Engine.load(bundle, device=device, max_num_seqs=max_num_seqs, verify=verify, **options)
+    engine = Engine.load(bundle, device=device, max_num_seqs=max_num_seqs, verify=verify, overlap=not no_overlap, **options)
     if max_num_seqs is not None and engine.max_num_seqs < max_num_seqs:
         click.echo(f"warning: --max-num-seqs {max_num_seqs} is above the bundle's largest decode batch; serving at most "
                    f"{engine.max_num_seqs} sequences together (rebuild with --max-batch-size {max_num_seqs} for more)", err=True)
