@@ -189,7 +189,8 @@ class EngineLoop:
             if tracked is None:  # aborted while the step ran
                 continue
             self._observe(tracked, out, now)
-            self._call(tracked.stream.put, out)
+            # a request the engine failed alone (its step failed): an error for its client, not a finish
+            self._call(tracked.stream.put, RuntimeError(f"the request failed: {out.error}") if out.error else out)
             if out.finished:
                 del self._tracked[out.request_id]
         self._publish_stats()

@@ -44,6 +44,7 @@ class FakeOutput:
     finish_reason: str | None
     num_prompt_tokens: int
     num_output_tokens: int
+    error: str | None = None  # as the engine's RequestOutput: this request failed alone
 
 
 @dataclass
