@@ -10,12 +10,21 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-
 from llmc.errors import UserError
 
-from .architectures import CONFIG_FIELDS, FAMILIES, GLOBAL_WEIGHTS, LAYER_WEIGHTS, OPTIONAL_CONFIG_FIELDS, OPTIONAL_LAYER_WEIGHTS
+from . import checkpoint, fp8_weights, weights
+from llmc.artifacts.validate import LIMITS as MODEL_LIMITS
+from llmc.runtime.tokenizer import check_tokenizer_json
+
+from .architectures import CONFIG_FIELDS, OPTIONAL_CONFIG_FIELDS
+from .families import FAMILIES
+from .families import config as family_config
+from .families.weights import IGNORED_SUFFIXES, weight_map
+from .checkpoint import Checkpoint
+from .quantize import checkpoint_scheme
+from .rope import inverse_frequencies
 from .spec import ModelSpec
+from .weights import Weight
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -49,6 +58,14 @@ def _field(config: dict, names: tuple[str, ...], kind: type, what: str, default=
     return default
 
 
+def _bounded(value: int, name: str, key: str) -> int:
+    """A model dimension from config.json: positive, and at most what a bundle may declare."""
+    limit = MODEL_LIMITS[f"model.{key}"]
+    if not 1 <= value <= limit:
+        raise UserError(f"config.json: field {name!r} must be in 1..{limit}, got {value}")
+    return value
+
+
 def architecture_of(config: dict) -> str:
     archs = config.get("architectures")
     if not isinstance(archs, list) or not archs or not isinstance(archs[0], str):
@@ -64,51 +81,56 @@ def architecture_of(config: dict) -> str:
     return arch
 
 
-def _rope(config: dict) -> tuple[float, dict]:
-    params = config.get("rope_parameters")
-    if isinstance(params, dict):  # transformers 5 spelling
-        theta = params.get("rope_theta", config.get("rope_theta", 10000.0))
-        return float(theta), {k: v for k, v in params.items() if k != "rope_theta"}
-    scaling = config.get("rope_scaling") or {}
-    if not isinstance(scaling, dict):
-        raise UserError("config.json: field 'rope_scaling' must be an object or null")
-    return float(_field(config, ("rope_theta",), float, "rope base", 10000.0, required=False)), dict(scaling)
-
-
-def _sliding_windows(config: dict, arch: str, num_layers: int) -> tuple[int, ...]:
-    style = FAMILIES[arch].sliding_window
-    window = config.get("sliding_window")
-    if style == "all":
-        return (int(window or 0),) * num_layers
-    if style == "layer_types":
-        if not config.get("use_sliding_window") or not window:
-            return (0,) * num_layers
-        types = config.get("layer_types")
-        if not isinstance(types, list) or len(types) != num_layers:
-            first = int(config.get("max_window_layers", num_layers))
-            types = ["sliding_attention" if i >= first else "full_attention" for i in range(num_layers)]
-        return tuple(int(window) if t == "sliding_attention" else 0 for t in types)
-    return (0,) * num_layers
-
-
-def _token_ids(value) -> tuple[int, ...]:
+def _token_ids(value, name: str, vocab_size: int) -> tuple[int, ...]:
+    """eos/bos token ids of config.json or generation_config.json: ints in the vocabulary."""
     if value is None:
         return ()
-    return tuple(value) if isinstance(value, list) else (int(value),)
+    ids = tuple(value) if isinstance(value, list) else (value,)
+    for token in ids:
+        if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < vocab_size:
+            raise UserError(f"config.json / generation_config.json: field {name!r} must hold token ids in "
+                            f"0..{vocab_size - 1}, got {token!r}")
+    return ids
 
 
 def read_spec(model_dir: Path) -> ModelSpec:
     config = read_json(model_dir / "config.json")
     arch = architecture_of(config)
-    dims = {k: _field(config, names, int, k) for k, names in CONFIG_FIELDS.items()}
+    dims = {k: _bounded(_field(config, names, int, k), names[0], k) for k, names in CONFIG_FIELDS.items()}
     q_heads = dims["num_q_heads"]
     kv_heads = _field(config, OPTIONAL_CONFIG_FIELDS["num_kv_heads"], int, "", q_heads, required=False)
     head_dim = _field(config, OPTIONAL_CONFIG_FIELDS["head_dim"], int, "", dims["hidden_size"] // q_heads, required=False)
-    if kv_heads < 1 or q_heads % kv_heads:
+    _bounded(kv_heads, "num_key_value_heads", "num_kv_heads")
+    _bounded(head_dim, "head_dim", "head_dim")
+    if _bounded(_field(config, ("max_position_embeddings",), int, "", 4096, required=False), "max_position_embeddings",
+                "max_position_embeddings") < 2:
+        raise UserError("config.json: field 'max_position_embeddings' must be at least 2")
+    eps = _field(config, ("rms_norm_eps",), float, "", 1e-6, required=False)
+    if not 0 < eps < 1:
+        raise UserError(f"config.json: field 'rms_norm_eps' must be in (0, 1), got {eps!r}")
+    if q_heads % kv_heads:
         raise UserError(f"config.json: num_attention_heads {q_heads} is not a multiple of num_key_value_heads {kv_heads}")
-    theta, scaling = _rope(config)
+    family = FAMILIES[arch]
+    try:
+        theta, scaling, local_rope = family_config.rope(config, family)
+        bases = [float(theta), float(local_rope.get("rope_theta", theta))]
+    except (TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"config.json: the rope parameters (rope_theta, rope_scaling, rope_parameters) are invalid: {e}") from None
+    if not all(0 < base < float("inf") for base in bases):
+        raise UserError(f"config.json: field 'rope_theta' must be a positive finite number, got {bases[0]!r}"
+                        + (f" (sliding layers: {bases[1]!r})" if bases[1] != bases[0] else ""))
+    rotary_dim = family_config.rotary_dim(config, family, head_dim, scaling)
+    for base, rope_scaling in ((bases[0], scaling), (bases[1], local_rope)):
+        try:
+            inverse_frequencies(rotary_dim or head_dim, base, rope_scaling)  # an unsupported scaling fails here, before any work
+        except (TypeError, ValueError, KeyError, ZeroDivisionError, OverflowError) as e:
+            raise UserError(f"config.json: field 'rope_scaling' is invalid ({type(e).__name__}: {e})") from None
+    check_tokenizer_json(model_dir / "tokenizer.json")
     generation = read_json(model_dir / "generation_config.json", required=False) or {}
-    eos = _token_ids(generation.get("eos_token_id", config.get("eos_token_id")))
+    eos = _token_ids(generation.get("eos_token_id", config.get("eos_token_id")), "eos_token_id", dims["vocab_size"])
+    bos = _token_ids(generation.get("bos_token_id", config.get("bos_token_id")), "bos_token_id", dims["vocab_size"])
+    if len(bos) > 1:
+        raise UserError(f"config.json / generation_config.json: field 'bos_token_id' must be one token id, got {list(bos)}")
     dtype = str(config.get("torch_dtype") or config.get("dtype") or "float32")
     return ModelSpec(
         architecture=arch,
@@ -119,11 +141,16 @@ def read_spec(model_dir: Path) -> ModelSpec:
         tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
         rope_theta=theta,
         rope_scaling=scaling,
-        sliding_windows=_sliding_windows(config, arch, dims["num_layers"]),
-        qk_norm=FAMILIES[arch].qk_norm,
-        bos_token_id=generation.get("bos_token_id", config.get("bos_token_id")),
+        sliding_windows=family_config.sliding_windows(config, family, dims["num_layers"]),
+        qk_norm=family.qk_norm,
+        bos_token_id=bos[0] if bos else None,
         eos_token_ids=eos,
         checkpoint_dtype=dtype if dtype in DTYPES else "float32",
+        local_rope=local_rope,
+        rotary_dim=rotary_dim,
+        activation=family_config.activation(config, family),
+        **family_config.moe(config, family, dims["num_layers"]),
+        **family_config.gemma(config, family, dims["hidden_size"]),
         **dims,
     )
 
@@ -147,62 +174,54 @@ def weight_files(model_dir: Path) -> list[Path]:
     raise UserError(f"{model_dir}: no model.safetensors or model.safetensors.index.json found")
 
 
-def _expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
-    h, i, hd = spec.hidden_size, spec.intermediate_size, spec.head_dim
-    per_layer = {
-        "input_layernorm.weight": (h,), "post_attention_layernorm.weight": (h,),
-        "q_proj.weight": (spec.q_size, h), "k_proj.weight": (spec.kv_size, h), "v_proj.weight": (spec.kv_size, h),
-        "o_proj.weight": (h, spec.q_size), "gate_proj.weight": (i, h), "up_proj.weight": (i, h),
-        "down_proj.weight": (h, i), "q_proj.bias": (spec.q_size,), "k_proj.bias": (spec.kv_size,),
-        "v_proj.bias": (spec.kv_size,), "o_proj.bias": (h,), "gate_proj.bias": (i,), "up_proj.bias": (i,),
-        "down_proj.bias": (h,), "q_norm.weight": (hd,), "k_norm.weight": (hd,),
-    }
-    shapes = {"embed_tokens.weight": (spec.vocab_size, h), "norm.weight": (h,), "lm_head.weight": (spec.vocab_size, h)}
-    for layer in range(spec.num_layers):
-        shapes.update({f"layers.{layer}.{k}": v for k, v in per_layer.items()})
-    return shapes
-
-
-def _name_map(spec: ModelSpec) -> tuple[dict[str, str], set[str]]:
-    names = dict(GLOBAL_WEIGHTS)
-    optional = {"lm_head.weight"} if spec.tie_word_embeddings else set()
-    for layer in range(spec.num_layers):
-        for table, is_optional in ((LAYER_WEIGHTS, False), (OPTIONAL_LAYER_WEIGHTS, True)):
-            for hf, ir in table.items():
-                names[hf.format(layer)] = ir.format(layer)
-                if is_optional:
-                    optional.add(ir.format(layer))
-    return names, optional
-
-
-def read_weights(model_dir: Path, spec: ModelSpec, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    from llmc.artifacts.safetensors_check import check_safetensors
-
-    names, optional = _name_map(spec)
-    expected = _expected_shapes(spec)
-    params: dict[str, torch.Tensor] = {}
-    for path in weight_files(model_dir):
-        check_safetensors(path)
-        with safe_open(str(path), framework="pt") as f:
-            for hf_name in f.keys():
-                ir = names.get(hf_name)
-                if ir is None:
-                    continue
-                tensor = f.get_tensor(hf_name)
-                if tuple(tensor.shape) != expected[ir]:
-                    raise UserError(
-                        f"{path.name}: tensor {hf_name!r} has shape {list(tensor.shape)} but config.json implies "
-                        f"{list(expected[ir])}; the weights do not belong to this config"
-                    )
-                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                    raise UserError(f"{path.name}: tensor {hf_name!r} holds NaN or infinite values")
-                params[ir] = tensor.to(dtype)
-    missing = sorted(hf for hf, ir in names.items() if ir not in params and ir not in optional)
-    if missing:
-        raise UserError(f"{model_dir.name}: weight {missing[0]!r} is missing from the safetensors files ({len(missing)} missing)")
-    if spec.qk_norm and "layers.0.q_norm.weight" not in params:
-        raise UserError(f"{model_dir.name}: {spec.architecture} needs q_norm/k_norm weights and they are missing")
+def read_weights(model_dir: Path, spec: ModelSpec, dtype: torch.dtype, checkpoint: Checkpoint | None = None) -> dict[str, Weight]:
+    """Every IR parameter as a `Weight` (nothing loaded yet); `checkpoint` is the scan, when the caller has one."""
+    checkpoint = checkpoint or scan_checkpoint(model_dir)
+    present = checkpoint.tensors
+    scheme = checkpoint_scheme(read_json(model_dir / "config.json"))
+    scales = fp8_weights.scale_sources(present, scheme)  # FP8 weight -> its scale tensor
+    scale_names = {s.name for s in scales.values()}
+    sources = weight_map(FAMILIES[spec.architecture], spec, set(present) - scale_names)
+    expected = {hf: (source, shape) for source in sources for hf, shape in zip(source.hf, source.shapes)}
+    for hf, tensor in sorted(present.items()):
+        if hf not in expected and not hf.endswith(IGNORED_SUFFIXES) and hf not in scale_names:
+            raise UserError(f"{tensor.path.name}: tensor {hf!r} is not part of {spec.architecture} as config.json describes it "
+                            f"({_unused_hint(hf, spec)})")
+        if hf in expected and tensor.shape != expected[hf][1]:
+            raise UserError(
+                f"{tensor.path.name}: tensor {hf!r} has shape {list(tensor.shape)} but config.json implies "
+                f"{list(expected[hf][1])}; the weights do not belong to this config"
+            )
+    params: dict[str, Weight] = {}
+    for source in sources:
+        missing = [hf for hf in source.hf if hf not in present]
+        if missing and source.optional:
+            continue
+        if missing:
+            count = sum(hf not in present for s in sources if not s.optional for hf in s.hf)
+            raise UserError(f"{model_dir.name}: weight {missing[0]!r} is missing from the safetensors files ({count} missing)")
+        if source.hf[0] in scales and source.transform == "copy":
+            params.update(fp8_weights.checkpoint_params(source.ir, present[source.hf[0]], scales[source.hf[0]], scheme, dtype))
+            continue
+        if any(hf in scales for hf in source.hf):
+            raise UserError(f"{present[source.hf[0]].path.name}: FP8 tensor {source.hf[0]!r} feeds {source.ir!r} through "
+                            f"{source.transform!r}, which llmc does not do for FP8 (experts, 1 + w norms)")
+        params[source.ir] = weights.transformed(source.transform, [present[hf] for hf in source.hf], dtype)
     return params
+
+
+def scan_checkpoint(model_dir: Path) -> Checkpoint:
+    """Check the checkpoint's tensors (headers, NaN/Inf, one shard each, quantization) and hash its files, once."""
+    checkpoint_scheme(read_json(model_dir / "config.json"))  # a quantization llmc cannot read fails before the scan
+    return checkpoint.scan(model_dir, weight_files(model_dir))
+
+
+def _unused_hint(hf: str, spec: ModelSpec) -> str:
+    if ".experts." in hf and spec.num_experts:
+        return f"num_experts is {spec.num_experts}"
+    if ".experts." in hf or ".gate." in hf:
+        return "the config has no experts"
+    return "no weight map entry names it"
 
 
 def tokenizer_files(model_dir: Path) -> dict[str, Path]:

@@ -2,7 +2,9 @@
 
 The target's priority list (or the user's override) is walked in order; an impl is taken when it
 is available on the target and supports the node's argument shapes. The decision and the reason
-each other impl lost are recorded for impls.lock.json.
+each other impl lost are recorded for impls.lock.json. On a GPU target only impls that launch
+kernels qualify: the GPU runtimes execute launches, so a `native` step (even one asked for with
+--op-priority) would be skipped there.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ def choose_impl(node: torch.fx.Node, args: tuple, target: Target, overrides: dic
             rejected[provider] = "not registered"
         elif not impl.available_on(target.name):
             rejected[provider] = f"not available on {target.name}"
-        elif provider == "native" and target.compiles_kernels and op.name not in overrides:
-            rejected[provider] = f"native torch code does not run on {target.name}"
+        elif not impl.launches and target.compiles_kernels:  # the GPU runtimes run kernels only
+            rejected[provider] = (f"launches no kernel, and the {target.backend} runtime for {target.name} "
+                                  "runs kernels only")
         elif not impl.supports(*args):
             rejected[provider] = "does not support these argument shapes"
         else:

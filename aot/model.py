@@ -12,6 +12,10 @@ import re
 import torch
 import torch.fx
 
+from .layer import LOCAL_ROPE_TABLE, ROPE_TABLE, Layer
+from llmc.errors import UserError
+
+from .rope import cos_sin_cache
 from .spec import ModelSpec
 
 ops = torch.ops.llmc
@@ -30,7 +34,6 @@ STEP_INPUTS = {
     "top_p": torch.float32,
     "uniform": torch.float32,
 }
-ROPE_TABLE = "rope.cos_sin"
 
 
 class _Builder:
@@ -50,54 +53,42 @@ class _Builder:
         return proxy
 
 
+def rope_tables(spec: ModelSpec, max_positions: int) -> dict[str, torch.Tensor]:
+    """The cos/sin tables the traced graph reads: one, plus one for sliding layers with their own base."""
+    dim = spec.rotary_dim or spec.head_dim
+    original = spec.rope_scaling.get("original_max_position_embeddings", max_positions)
+    if spec.rope_scaling.get("rope_type") == "longrope" and max_positions > original:
+        raise UserError(f"--max-seq-len {max_positions} is past original_max_position_embeddings {original}, where longrope "
+                        f"switches to its long factors, which a bundle does not do; build with --max-seq-len {original} or less")
+    tables = {ROPE_TABLE: cos_sin_cache(dim, spec.rope_theta, spec.rope_scaling, max_positions)}
+    if spec.local_rope:
+        local = {k: v for k, v in spec.local_rope.items() if k != "rope_theta"}
+        tables[LOCAL_ROPE_TABLE] = cos_sin_cache(dim, float(spec.local_rope["rope_theta"]), local, max_positions)
+    return tables
+
+
 def trace(spec: ModelSpec, params: dict[str, torch.Tensor]) -> torch.fx.GraphModule:
     b = _Builder()
     inp = {name: b.placeholder(f"input:{name}") for name in STEP_INPUTS}
     w = {name: b.placeholder(f"weight:{name}") for name in sorted(params)}
     kv = [(b.placeholder(f"kv:k:{i}"), b.placeholder(f"kv:v:{i}")) for i in range(spec.num_layers)]
     max_query_len = b.placeholder("const:max_query_len")
-
-    def opt(name):
-        return w.get(name)
+    layer = Layer(spec, b, w, inp, max_query_len)
 
     h = b.name(ops.embedding(inp["input_ids"], w["embed_tokens.weight"]), "embed_tokens")
+    if spec.embed_scale:
+        h = b.name(ops.scale(h, spec.embed_scale), "embed_scale")
     residual = None
-    scale = spec.head_dim ** -0.5
     for i in range(spec.num_layers):
-        p = f"layers.{i}."
         if residual is not None:
             h = b.name(ops.add(h, residual), f"layers_{i}_residual")
-        residual = h
-        x = b.name(ops.rms_norm(h, w[p + "input_layernorm.weight"], spec.rms_norm_eps), f"layers_{i}_input_layernorm")
-        q = b.name(ops.linear(x, w[p + "q_proj.weight"], opt(p + "q_proj.bias")), f"layers_{i}_q_proj")
-        k = b.name(ops.linear(x, w[p + "k_proj.weight"], opt(p + "k_proj.bias")), f"layers_{i}_k_proj")
-        v = b.name(ops.linear(x, w[p + "v_proj.weight"], opt(p + "v_proj.bias")), f"layers_{i}_v_proj")
-        if spec.qk_norm:
-            q = b.name(ops.head_rms_norm(q, w[p + "q_norm.weight"], spec.rms_norm_eps, spec.head_dim), f"layers_{i}_q_norm")
-            k = b.name(ops.head_rms_norm(k, w[p + "k_norm.weight"], spec.rms_norm_eps, spec.head_dim), f"layers_{i}_k_norm")
-        rotated = b.name(ops.rotary_embedding(q, k, inp["positions"], w[ROPE_TABLE], spec.head_dim), f"layers_{i}_rotary")
-        q, k = rotated[0], rotated[1]
-        k_cache, v_cache = kv[i]
-        b.name(ops.kv_cache_write(k, v, k_cache, v_cache, inp["slot_mapping"]), f"layers_{i}_kv_write")
-        a = b.name(
-            ops.paged_attention(
-                q, k_cache, v_cache, inp["block_tables"], inp["seq_lens"], inp["query_start_loc"],
-                max_query_len, scale, spec.sliding_windows[i],
-            ),
-            f"layers_{i}_attn",
-        )
-        o = b.name(ops.linear(a, w[p + "o_proj.weight"], opt(p + "o_proj.bias")), f"layers_{i}_o_proj")
-        h = b.name(ops.add(o, residual), f"layers_{i}_attn_residual")
-        residual = h
-        x = b.name(ops.rms_norm(h, w[p + "post_attention_layernorm.weight"], spec.rms_norm_eps), f"layers_{i}_post_attention_layernorm")
-        gate = b.name(ops.linear(x, w[p + "gate_proj.weight"], opt(p + "gate_proj.bias")), f"layers_{i}_gate_proj")
-        up = b.name(ops.linear(x, w[p + "up_proj.weight"], opt(p + "up_proj.bias")), f"layers_{i}_up_proj")
-        m = b.name(ops.silu_and_mul(ops.concat([gate, up])), f"layers_{i}_act")
-        h = b.name(ops.linear(m, w[p + "down_proj.weight"], opt(p + "down_proj.bias")), f"layers_{i}_down_proj")
+        h, residual = layer(i, h, kv[i])
     h = b.name(ops.add(h, residual), "final_residual")
     x = b.name(ops.rms_norm(h, w["norm.weight"], spec.rms_norm_eps), "norm")
     head = w["embed_tokens.weight"] if spec.tie_word_embeddings or "lm_head.weight" not in w else w["lm_head.weight"]
     logits = b.name(ops.lm_head(x, head, inp["logits_indices"]), "lm_head")
+    if spec.final_soft_cap:
+        logits = b.name(ops.soft_cap(logits, spec.final_soft_cap), "final_soft_cap")
     tokens = b.name(ops.sample(logits, inp["temperature"], inp["top_k"], inp["top_p"], inp["uniform"]), "sample")
     b.graph.output({"logits": logits.node, "next_tokens": tokens.node})
     return torch.fx.GraphModule(torch.nn.Module(), b.graph)

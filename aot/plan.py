@@ -2,8 +2,8 @@
 
 For a bucket (tokens, sequences, logits rows) the fused graph is run on meta tensors to learn
 every value's shape, each node is lowered, and each output gets an arena offset from a
-liveness-based first-fit placement. Kernel impls turn into launches whose parameters reference
-buffers, weights, inputs and the KV cache (see docs/FORMAT.md).
+liveness-based first-fit placement. Kernel impls turn into launches (under the target's launch
+context) whose parameters reference buffers, weights, inputs and the KV cache (see docs/FORMAT.md).
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ import torch
 import torch.fx
 
 from .ir import op_of
+from .kernel_spec import KernelSpec, arg_type, spec_from_launch
+from .launch import Launch, Out, launch_context
 from .lower import Choice, choose_impl
 from .model import STEP_INPUTS
 from .target import Target
 
 ALIGN = 256
-DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16", torch.int32: "int32", torch.int64: "int64"}
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16", torch.int32: "int32", torch.int64: "int64",
+               torch.float8_e4m3fn: "float8_e4m3fn"}
 
 
 @dataclass(frozen=True)
@@ -55,15 +58,25 @@ class _Refs:
     def __init__(self):
         self.by_id: dict[int, dict] = {}
         self._alive: list[torch.Tensor] = []  # an id is only unique while its object lives
+        self._by_storage: dict[int, torch.Tensor] = {}
+
+    def base(self, value: torch.Tensor) -> torch.Tensor:
+        """A whole bound tensor seen as another dtype (a weight's bytes as uint8) refers to that tensor."""
+        if id(value) in self.by_id:
+            return value
+        bound = self._by_storage.get(value.untyped_storage()._cdata)
+        same = bound is not None and value.storage_offset() == 0 and value.nbytes == bound.nbytes
+        return bound if same else value
 
     def bind(self, value: torch.Tensor, ref: dict) -> torch.Tensor:
         self.by_id[id(value)] = ref
         self._alive.append(value)
+        self._by_storage.setdefault(value.untyped_storage()._cdata, value)
         return value
 
     def of(self, value) -> dict:
         if isinstance(value, torch.Tensor):
-            return self.by_id[id(value)]
+            return self.by_id[id(self.base(value))]
         if isinstance(value, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in value):
             return {"list": [self.of(v) for v in value]}
         return {"const": list(value) if isinstance(value, tuple) else value}
@@ -89,7 +102,7 @@ def _place_scratch(launches, refs: _Refs, node, index: int, buffers: dict, lifet
     for the duration of their node."""
     for launch in launches:
         for value in launch.args:
-            if isinstance(value, torch.Tensor) and id(value) not in refs.by_id:
+            if isinstance(value, torch.Tensor) and id(refs.base(value)) not in refs.by_id:
                 name = f"{node.name}.scratch{sum(n.startswith(node.name + '.scratch') for n in buffers)}"
                 buffers[name] = {"shape": list(value.shape), "dtype": DTYPE_NAMES[value.dtype],
                                  "nbytes": value.numel() * value.element_size()}
@@ -116,35 +129,12 @@ def _place(buffers: dict[str, dict], lifetimes: dict[str, tuple[int, int]]) -> i
     return arena
 
 
-def plan_bucket(
-    gm: torch.fx.GraphModule,
-    bucket: Bucket,
-    params: dict[str, torch.Tensor],
-    target: Target,
-    overrides: dict,
-    kv_layout: dict,
-    max_blocks_per_seq: int,
-    kernel_params=None,
-) -> tuple[dict, dict[str, Choice]]:
-    """The plan JSON for one bucket and the lowering choice of every node.
-
-    `kernel_params(launch, refs_of_args) -> (kernel_id, params)` turns a Launch into its plan
-    entry (the build's compiler); it is needed only when a node lowers to a kernel impl.
-    """
-    refs = _Refs()
+def _calls(gm: torch.fx.GraphModule, bucket: Bucket, params: dict, kv_layout: dict, max_blocks_per_seq: int, refs: _Refs):
+    """Run the graph on meta values; yield (node, op, args, result) for every op call, then the output node."""
     shapes = input_shapes(bucket, max_blocks_per_seq)
     kv_shape = (1, kv_layout["block_size"], kv_layout["num_kv_heads"], kv_layout["head_dim"])
     kv_dtype = getattr(torch, kv_layout["dtype"])
     values: dict[torch.fx.Node, object] = {}
-    buffers: dict[str, dict] = {}
-    lifetimes: dict[str, tuple[int, int]] = {}
-    steps, choices = [], {}
-    order = {n: i for i, n in enumerate(gm.graph.nodes)}
-
-    def last_use(node) -> int:
-        users = [last_use(u) if u.target is operator.getitem else order[u] for u in node.users]
-        return max(users, default=order[node])
-
     for node in gm.graph.nodes:
         if node.op == "placeholder":
             values[node] = _placeholder_value(node, refs, bucket, shapes, params, kv_shape, kv_dtype, max_blocks_per_seq)
@@ -153,30 +143,65 @@ def plan_bucket(
         elif node.op == "call_function":
             op = op_of(node.target)
             args = tuple(torch.fx.node.map_arg(a, lambda n: values[n]) for a in node.args)
-            result = op.fake(*args)
-            outs = [] if result is None else [result] if isinstance(result, torch.Tensor) else list(result)
-            out_refs = []
-            for i, out in enumerate(outs):
-                name = f"{node.name}" if len(outs) == 1 else f"{node.name}.{i}"
-                buffers[name] = {"shape": list(out.shape), "dtype": DTYPE_NAMES[out.dtype], "nbytes": out.numel() * out.element_size()}
-                lifetimes[name] = (order[node], last_use(node))
-                refs.bind(out, {"buffer": name})
-                out_refs.append(name)
-            values[node] = result
-            choice = choose_impl(node, args, target, overrides)
-            choices[f"{bucket.name}/{node.name}"] = choice
-            step = {"node": node.name, "op": op.name, "provider": choice.impl.provider,
-                    "args": [refs.of(a) for a in args], "outputs": out_refs}
-            if choice.impl.launches:
-                launches = choice.impl.fn(*args)
-                _place_scratch(launches, refs, node, order[node], buffers, lifetimes)
-                step["launches"] = [kernel_params(launch, refs, outs) for launch in launches]
-            steps.append(step)
+            values[node] = op.fake(*args)
+            yield node, op, args, values[node]
         elif node.op == "output":
             (result,) = node.args
-            outputs = {k: refs.of(values[v])["buffer"] for k, v in result.items()}
+            yield node, None, (), {k: values[v] for k, v in result.items()}
+
+
+def lower_bucket(gm: torch.fx.GraphModule, bucket: Bucket, params: dict, target: Target, overrides: dict,
+                 kv_layout: dict, max_blocks_per_seq: int) -> dict[str, Choice]:
+    """The impl of every op node for this bucket's shapes: node name -> Choice."""
+    calls = _calls(gm, bucket, params, kv_layout, max_blocks_per_seq, _Refs())
+    return {node.name: choose_impl(node, args, target, overrides) for node, op, args, _ in calls if op is not None}
+
+
+def plan_bucket(
+    gm: torch.fx.GraphModule,
+    bucket: Bucket,
+    params: dict,
+    target: Target,
+    choices: dict[str, Choice],
+    kv_layout: dict,
+    max_blocks_per_seq: int,
+) -> tuple[dict, list[KernelSpec]]:
+    """The plan JSON for one bucket, and the kernel specs its launches name by index ("kernel": i)."""
+    refs = _Refs()
+    buffers: dict[str, dict] = {}
+    lifetimes: dict[str, tuple[int, int]] = {}
+    steps, specs = [], []
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    context = target.launch_context()
+
+    def last_use(node) -> int:
+        users = [last_use(u) if u.target is operator.getitem else order[u] for u in node.users]
+        return max(users, default=order[node])
+
+    for node, op, args, result in _calls(gm, bucket, params, kv_layout, max_blocks_per_seq, refs):
+        if op is None:
+            outputs = {k: refs.of(v)["buffer"] for k, v in result.items()}
             for name in outputs.values():
                 lifetimes[name] = (lifetimes[name][0], len(order))
+            continue
+        outs = [] if result is None else [result] if isinstance(result, torch.Tensor) else list(result)
+        out_refs = []
+        for i, out in enumerate(outs):
+            name = f"{node.name}" if len(outs) == 1 else f"{node.name}.{i}"
+            buffers[name] = {"shape": list(out.shape), "dtype": DTYPE_NAMES[out.dtype], "nbytes": out.numel() * out.element_size()}
+            lifetimes[name] = (order[node], last_use(node))
+            refs.bind(out, {"buffer": name})
+            out_refs.append(name)
+        impl = choices[node.name].impl
+        step = {"node": node.name, "op": op.name, "provider": impl.provider,
+                "args": [refs.of(a) for a in args], "outputs": out_refs}
+        if impl.launches:
+            with launch_context(context):
+                launches = impl.fn(*args)
+            _place_scratch(launches, refs, node, order[node], buffers, lifetimes)
+            step["launches"] = [_launch_entry(launch, refs, outs, target, specs) for launch in launches]
+        steps.append(step)
+    shapes = input_shapes(bucket, max_blocks_per_seq)
     arena = _place(buffers, lifetimes)
     for b in buffers.values():
         del b["nbytes"]
@@ -186,7 +211,27 @@ def plan_bucket(
         "inputs": {k: {"shape": list(s), "dtype": DTYPE_NAMES[STEP_INPUTS[k]]} for k, s in shapes.items()},
         "buffers": dict(sorted(buffers.items())), "outputs": outputs, "steps": steps,
     }
-    return plan, choices
+    return plan, specs
+
+
+def _launch_entry(launch: Launch, refs: _Refs, outs: list, target: Target, specs: list) -> dict:
+    """A launch as plan JSON; its kernel is the index of its spec in `specs` until compilation names it."""
+    values = [outs[a.index] if isinstance(a, Out) else a for a in launch.args]
+    types = [arg_type(v) for v in values]
+    params = []
+    for value, ty in zip(values, types):
+        if ty == "constexpr":
+            continue
+        params.append(refs.of(value) if isinstance(value, torch.Tensor) else {"scalar": value, "type": ty})
+    specs.append(spec_from_launch(launch, types, target.name))
+    return {"kernel": len(specs) - 1, "grid": list(launch.grid3), "params": params}
+
+
+def with_kernel_ids(plan: dict, ids: list[str]) -> dict:
+    """A copy of `plan` whose launches name compiled kernels (`ids[i]` for spec index i)."""
+    steps = [{**step, "launches": [{**launch, "kernel": ids[launch["kernel"]]} for launch in step["launches"]]}
+             if "launches" in step else step for step in plan["steps"]]
+    return {**plan, "steps": steps}
 
 
 def buckets(max_batch_size: int, max_num_batched_tokens: int) -> list[Bucket]:

@@ -1,12 +1,15 @@
 """Run a traced graph eagerly with the ops' native functions: the build's own reference.
 
-Used for the bundle's self-test: one prefill of a short prompt, logits for every position.
+Used for the bundle's self-test: one prefill of a short prompt, logits for every position. Weights
+may be lazy (`aot/weights.py`): only the ones one node reads are in memory at a time.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.fx
+
+from .weights import Weight
 
 
 def prefill_logits(gm: torch.fx.GraphModule, params: dict, kv_layout: dict, num_layers: int, token_ids: list[int]) -> torch.Tensor:
@@ -38,4 +41,12 @@ def prefill_logits(gm: torch.fx.GraphModule, params: dict, kv_layout: dict, num_
         else:
             args.append(n)
     with torch.no_grad():
-        return gm(*args)["logits"]
+        return _LoadOnUse(gm).run(*args)["logits"]
+
+
+class _LoadOnUse(torch.fx.Interpreter):
+    """Runs the graph with lazy weights: each is loaded for the node that reads it, then dropped."""
+
+    def call_function(self, target, args, kwargs):
+        args = torch.fx.node.map_aggregate(args, lambda a: a.load() if isinstance(a, Weight) else a)
+        return super().call_function(target, args, kwargs)

@@ -11,6 +11,10 @@ from typing import Mapping
 
 from llmc.errors import UserError
 
+from .launch_context import LaunchContext
+
+IMPL_PACKAGES = ("llmc.kernels",)  # packages whose import registers kernel impls on the IR's ops
+
 KERNEL_PROVIDERS = ("triton",)
 
 # Per-op preference on GPU targets; ops not listed prefer ("triton",).
@@ -18,8 +22,14 @@ GPU_PRIORITY: dict[str, tuple[str, ...]] = {
     "linear": ("triton_gemv", "triton_wgmma", "triton_gemm"),
     "norm_linear": ("triton_gemv", "triton_wgmma", "triton_gemm"),
     "silu_mul_linear": ("triton_gemv", "triton_wgmma", "triton_gemm"),
+    "gelu_tanh_mul_linear": ("triton_gemv", "triton_wgmma", "triton_gemm"),
     "lm_head": ("triton_gemv", "triton_wgmma", "triton_gemm"),
+    # FP8 tensor cores where the target has them (sm89, sm90), else the weight-only kernels
+    **{op: ("triton_fp8_gemv", "triton_fp8_gemm", "triton_w8_gemv", "triton_w8_gemm")
+       for op in ("fp8_linear", "fp8_norm_linear", "fp8_silu_mul_linear")},
     "paged_attention": ("triton_decode", "triton_prefill"),
+    "softcap_paged_attention": ("triton_decode", "triton_prefill"),
+    "fused_moe": ("triton_decode", "triton_grouped"),
     "sample": ("triton",),
 }
 
@@ -32,6 +42,8 @@ class Target:
     warp_size: int
     capabilities: frozenset[str] = field(default_factory=frozenset)
     description: str = ""
+    num_sms: int = 1  # streaming multiprocessors (NVIDIA) or compute units (AMD) of the reference GPU
+    shared_mem_per_block: int = 0  # bytes of shared memory (LDS) one block may use, opt-in maximum
 
     @property
     def compiles_kernels(self) -> bool:
@@ -40,6 +52,9 @@ class Target:
     @property
     def binary_suffix(self) -> str:
         return {"cuda": "cubin", "hip": "hsaco"}.get(self.backend, "")
+
+    def launch_context(self) -> LaunchContext:
+        return LaunchContext(self.name, self.num_sms, self.warp_size, self.shared_mem_per_block, self.capabilities)
 
     def default_priority(self, op: str) -> tuple[str, ...]:
         if not self.compiles_kernels:
@@ -54,10 +69,11 @@ TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
         Target("cpu", "cpu", None, 1, frozenset(), "reference backend: the ops' native torch functions"),
-        Target("sm80", "cuda", 80, 32, frozenset({"bf16", "mma", "cp_async"}), "NVIDIA Ampere (A100)"),
-        Target("sm89", "cuda", 89, 32, frozenset({"bf16", "mma", "cp_async", "fp8"}), "NVIDIA Ada (L40S, RTX 4090)"),
-        Target("sm90", "cuda", 90, 32, frozenset({"bf16", "mma", "cp_async", "fp8", "wgmma", "tma"}), "NVIDIA Hopper (H100, H200)"),
-        Target("gfx942", "hip", "gfx942", 64, frozenset({"bf16", "mfma", "fp8"}), "AMD CDNA3 (MI300X)"),
+        Target("sm80", "cuda", 80, 32, frozenset({"bf16", "mma", "cp_async"}), "NVIDIA Ampere (A100)", 108, 166912),
+        Target("sm89", "cuda", 89, 32, frozenset({"bf16", "mma", "cp_async", "fp8"}), "NVIDIA Ada (L40S, RTX 4090)", 142, 101376),
+        Target("sm90", "cuda", 90, 32, frozenset({"bf16", "mma", "cp_async", "fp8", "wgmma", "tma"}), "NVIDIA Hopper (H100, H200)",
+               132, 232448),
+        Target("gfx942", "hip", "gfx942", 64, frozenset({"bf16", "mfma", "fp8"}), "AMD CDNA3 (MI300X)", 304, 65536),
     )
 }
 
@@ -71,9 +87,9 @@ def get_target(name: str) -> Target:
 
 def parse_op_priority(text: str | None) -> dict[str, tuple[str, ...]]:
     """'rms_norm=native,linear=triton_gemm|native' -> {op: providers}; '|' separates a list."""
-    import llmc.kernels  # noqa: F401  (every impl registered, so every provider is known)
-
     from .ir import OPS
+
+    load_impls()  # every impl registered, so every provider is known
 
     result: dict[str, tuple[str, ...]] = {}
     for item in filter(None, (s.strip() for s in (text or "").split(","))):
@@ -90,3 +106,11 @@ def parse_op_priority(text: str | None) -> dict[str, tuple[str, ...]]:
             )
         result[op] = names
     return result
+
+
+def load_impls() -> None:
+    """Import the kernel packages, which register their impls (the compiler never imports them by name)."""
+    import importlib
+
+    for package in IMPL_PACKAGES:
+        importlib.import_module(package)

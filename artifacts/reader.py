@@ -22,10 +22,12 @@ from typing import Iterator
 
 from llmc.errors import BundleError
 
-from .canonical import loads, sha256_file
+from .archive import (MAX_MANIFEST, exit_cleanly_on_signals, extract, extraction_prefix,
+                      remove_stale_extractions)
+from .canonical import dumps, loads, sha256_file
 from .manifest import (MANIFEST, check_format_version, is_int, root_digest, validate_kernel_index, validate_lock,
-                       validate_manifest, validate_plan)
-from .pack import unpack
+                       validate_manifest)
+from .plan_schema import validate_plan
 
 MALFORMED = "the bundle is malformed: rebuild it with llmc build"
 KERNEL_INDEX = "kernels/index.json"
@@ -35,7 +37,7 @@ LOCK = "impls.lock.json"
 @dataclass(frozen=True)
 class Mismatch:
     file: str  # relative to the bundle
-    kind: str  # root_digest | missing | extra | size | sha256 | unreadable
+    kind: str  # root_digest | canonical | missing | extra | size | sha256 | unreadable
     message: str
 
 
@@ -66,9 +68,11 @@ class VerifyReport:
 class Bundle:
     """A bundle whose manifest has been read and validated; parts are read (and validated) on demand."""
 
-    def __init__(self, path: Path, manifest: dict, source: Path, extracted: bool = False):
+    def __init__(self, path: Path, manifest: dict, source: Path, extracted: bool = False,
+                 manifest_bytes: bytes | None = None):
         self.path = path  # the bundle directory (a temporary one for an archive)
         self.manifest = manifest
+        self._manifest_bytes = dumps(manifest) if manifest_bytes is None else manifest_bytes
         self.source = source  # what the user named
         self.label = str(source)
         self._cache: dict[str, dict] = {}
@@ -86,9 +90,11 @@ class Bundle:
             if not tarfile.is_tarfile(source):
                 raise BundleError(f"{source}: is a file but not a bundle archive; pass a bundle directory "
                                   "or an archive made by llmc pack")
-            root, extracted = Path(tempfile.mkdtemp(prefix="llmc-bundle-")), True
+            exit_cleanly_on_signals()  # SIGTERM/SIGHUP run the cleanup below, not a bare exit
+            remove_stale_extractions()  # those of processes that were killed (SIGKILL cannot be caught)
+            root, extracted = Path(tempfile.mkdtemp(prefix=extraction_prefix())), True
             try:
-                unpack(source, root)
+                extract(source, root)
             except BaseException:
                 shutil.rmtree(root, ignore_errors=True)
                 raise
@@ -96,17 +102,32 @@ class Bundle:
             raise BundleError(f"{source}: no such bundle; pass the directory written by llmc build "
                               "or an archive made by llmc pack")
         try:
-            bundle = cls(root, _load_manifest(root, str(source)), source, extracted)
+            manifest, data = _load_manifest(root, str(source))
+            bundle = cls(root, manifest, source, extracted, data)
         except BaseException:
             if extracted:
                 shutil.rmtree(root, ignore_errors=True)
             raise
         if verify != "none":
-            first = next(bundle._mismatches(full=verify == "full"), None)
-            if first is not None:
+            try:
+                first = next(bundle._mismatches(full=verify == "full"), None)
+                if first is not None:
+                    raise BundleError(f"{bundle.label}: {first.message}")
+                bundle.validate()
+            except BaseException:
                 bundle.close()
-                raise BundleError(f"{bundle.label}: {first.message}")
+                raise
         return bundle
+
+    def validate(self) -> None:
+        """Check that the plans can run: against the manifest, the kernel index and the weights' headers.
+
+        Cheap (headers and JSON only), and done before anything is allocated; a BundleError names
+        the file and field. `open` calls it unless verify="none".
+        """
+        from .validate import validate_bundle
+
+        validate_bundle(self)
 
     # ---- parts ---------------------------------------------------------------------------------
 
@@ -173,8 +194,11 @@ class Bundle:
 
     def _mismatches(self, full: bool) -> Iterator[Mismatch]:
         files = self.manifest["files"]
-        if root_digest(files) != self.manifest["root_digest"]:
-            yield Mismatch(MANIFEST, "root_digest", "manifest.json: root_digest does not match the files it lists; "
+        if root_digest(self.manifest) != self.manifest["root_digest"]:
+            yield Mismatch(MANIFEST, "root_digest", "manifest.json: root_digest does not match the manifest; "
+                           "the manifest was edited: rebuild the bundle")
+        elif self._manifest_bytes != dumps(self.manifest):
+            yield Mismatch(MANIFEST, "canonical", "manifest.json: is not canonical JSON (sorted keys, no spaces); "
                            "the manifest was edited: rebuild the bundle")
         sizes = self._files_on_disk()
         for name in sorted(files.keys() - sizes.keys()):
@@ -230,19 +254,22 @@ class Bundle:
         self.close()
 
 
-def _load_manifest(root: Path, label: str) -> dict:
+def _load_manifest(root: Path, label: str) -> tuple[dict, bytes]:
     path = root / MANIFEST
     if not path.is_file():
         raise BundleError(f"{label}: not an llmc bundle (manifest.json is missing); pass the directory "
                           "written by llmc build or an archive made by llmc pack")
-    obj = loads(_read(path, f"{label}: {MANIFEST}"), f"{label}: {MANIFEST}", BundleError, MALFORMED)
+    if path.stat().st_size > MAX_MANIFEST:
+        raise BundleError(f"{label}: manifest.json is over {MAX_MANIFEST} bytes; {MALFORMED}")
+    data = _read(path, f"{label}: {MANIFEST}")
+    obj = loads(data, f"{label}: {MANIFEST}", BundleError, MALFORMED)
     if isinstance(obj, dict) and is_int(obj.get("format_version")):
         try:  # a version this llmc cannot read: the message says what to do
             check_format_version(obj)
         except BundleError as e:
             raise BundleError(f"{label}: {e}") from None
     try:
-        return validate_manifest(obj)
+        return validate_manifest(obj), data
     except BundleError as e:
         raise BundleError(f"{label}: {e}; {MALFORMED}") from None
 

@@ -33,6 +33,11 @@ class _Pairs(list):
 
 def check_safetensors(path: str | os.PathLike, label: str | None = None) -> dict[str, tuple[str, tuple[int, ...]]]:
     """Validate one .safetensors file's header against its size; return name -> (dtype, shape)."""
+    return {name: (dtype, shape) for name, (dtype, shape, _, _) in tensor_spans(path, label).items()}
+
+
+def tensor_spans(path: str | os.PathLike, label: str | None = None) -> dict[str, tuple[str, tuple[int, ...], int, int]]:
+    """Validate one .safetensors file's header; return name -> (dtype, shape, begin, end), offsets in the file."""
     path = Path(path)
     label = label or path.name
     try:
@@ -53,7 +58,7 @@ def check_safetensors(path: str | os.PathLike, label: str | None = None) -> dict
     except OSError as e:
         raise UserError(f"{label}: cannot be read ({e.strerror})") from None
     pairs = _parse_header(raw, label)
-    return _check_tensors(pairs, size - 8 - n, label)
+    return _check_tensors(pairs, size - 8 - n, label, 8 + n)
 
 
 def _parse_header(raw: bytes, label: str) -> _Pairs:
@@ -80,8 +85,8 @@ def _as_dict(pairs: object, label: str, where: str) -> dict:
     return dict(pairs)
 
 
-def _check_tensors(pairs: _Pairs, data_size: int, label: str) -> dict[str, tuple[str, tuple[int, ...]]]:
-    tensors: dict[str, tuple[str, tuple[int, ...]]] = {}
+def _check_tensors(pairs: _Pairs, data_size: int, label: str, start: int) -> dict[str, tuple[str, tuple[int, ...], int, int]]:
+    tensors: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
     spans = []
     for name, entry in pairs:
         if name == "__metadata__":
@@ -111,7 +116,7 @@ def _check_tensors(pairs: _Pairs, data_size: int, label: str) -> dict[str, tuple
         if end - begin != need:
             raise UserError(f"{label}: {where} has {end - begin} bytes of data but shape {shape} of {dtype} "
                             f"needs {need}; {_CORRUPT}")
-        tensors[name] = (dtype, tuple(shape))
+        tensors[name] = (dtype, tuple(shape), start + begin, start + end)
         spans.append((begin, end, name))
     pos, prev = 0, None
     for begin, end, name in sorted(spans):

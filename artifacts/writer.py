@@ -1,19 +1,21 @@
-"""Write a bundle atomically: stage into `<out>.tmp-<random>`, then rename into place.
+"""Write a bundle atomically: stage into `<out>.tmp-<pid>-<random>`, then rename into place.
 
     check_output_path(out)            # first thing a build does, before any work
     with BundleWriter(out) as w:
-        w.write_bytes("weights/model.safetensors", safetensors.torch.save(tensors))
+        w.write_safetensors("weights/model.safetensors", entries)   # streamed, digested as written
         w.write_json("plans/decode_b1.json", plan)
         manifest = w.commit({"llmc_version": ..., "target": ..., ...})
 
 If anything fails before `commit()` returns, the staging directory is removed and nothing is
-written at the output path (an old bundle there stays as it was).
+written at the output path (an old bundle there stays as it was). A staging directory left by a
+killed build is removed by the next build to the same path. An existing output is replaced only
+when it is a bundle llmc wrote, unmodified (its manifest verifies and lists exactly its files).
 """
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -22,43 +24,99 @@ from typing import Any
 
 from llmc.errors import LlmcError, UserError
 
+from . import safetensors_stream
+from .archive import _alive
 from .canonical import dumps, sha256_file
-from .manifest import FORMAT_VERSION, MANIFEST, is_int, is_safe_relpath, root_digest, validate_manifest
+from .manifest import FORMAT_VERSION, MANIFEST, is_safe_relpath, root_digest, validate_manifest
 
 
 def is_bundle_dir(path: str | os.PathLike) -> bool:
-    """A directory whose manifest.json parses and has an integer format_version."""
-    manifest = Path(path) / MANIFEST
-    try:
-        version = json.loads(manifest.read_bytes()).get("format_version")
-    except (OSError, ValueError, AttributeError, RecursionError):
+    """A directory llmc provably wrote: its manifest verifies and lists exactly the files it holds."""
+    from .reader import verify_bundle
+
+    if not (Path(path) / MANIFEST).is_file():
         return False
-    return is_int(version)
+    try:
+        report = verify_bundle(path)
+    except Exception:  # a manifest that does not even parse is not ours to replace
+        return False
+    return report.ok and _only_files(Path(path))
+
+
+def _only_files(path: Path) -> bool:
+    """No symlinks, no empty folders: nothing the manifest's file list cannot account for."""
+    for dirpath, dirnames, filenames in os.walk(path):
+        if not dirnames and not filenames:
+            return False
+        if any(Path(dirpath, n).is_symlink() for n in dirnames + filenames):
+            return False
+    return True
 
 
 def check_output_path(out: str | os.PathLike) -> Path:
     """Refuse an output path that exists and is neither an llmc bundle nor an empty directory."""
     out = Path(out)
-    if out.is_dir():
-        if is_bundle_dir(out) or not any(out.iterdir()):
+    remove_stale_staging(out)
+    if out.is_dir() and not out.is_symlink():
+        if not any(out.iterdir()) or is_bundle_dir(out):
             return out
-        raise UserError(f"{out}: exists and is not an llmc bundle (no valid manifest.json); "
-                        "choose another output path or remove it")
+        raise UserError(f"{out}: exists and is not an llmc bundle left as built (no manifest that verifies and lists "
+                        "exactly its files), so llmc will not replace it: choose another output path or remove it")
     if out.exists() or out.is_symlink():
         raise UserError(f"{out}: exists and is not a directory; choose another output path or remove it")
     return out
 
 
+def staging_dir(out: Path) -> Path:
+    """A fresh staging directory beside `out`, named with this process's id (see remove_stale_staging)."""
+    parent = out.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-{os.getpid()}-", dir=parent))
+    except OSError as e:
+        raise UserError(f"{out}: cannot write there ({e.strerror}); choose another output path") from None
+
+
+def remove_stale_staging(out: Path) -> list[Path]:
+    """Remove `<out>.tmp-<pid>-*` staging directories whose build process is gone (killed mid-build)."""
+    parent = out.absolute().parent
+    pattern = re.compile(rf"^{re.escape(out.name)}\.tmp-(\d+)-[A-Za-z0-9_]+$")
+    removed = []
+    try:
+        candidates = [p for p in parent.iterdir() if pattern.match(p.name)]
+    except OSError:
+        return removed
+    for path in candidates:
+        pid = int(pattern.match(path.name).group(1))
+        if path.is_dir() and not path.is_symlink() and pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def place_bundle(staging: Path, out: Path) -> None:
+    """Rename a complete staging directory to `out`, replacing the bundle there (checked again first)."""
+    staging.chmod(0o755)
+    check_output_path(out)  # nothing else appeared there meanwhile
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    old = out.with_name(f"{out.name}.old-{uuid.uuid4().hex[:12]}")
+    os.rename(out, old)
+    try:
+        os.rename(staging, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 class BundleWriter:
     def __init__(self, out_dir: str | os.PathLike):
         self.out = check_output_path(out_dir)
-        parent = self.out.absolute().parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-            self.staging = Path(tempfile.mkdtemp(prefix=f"{self.out.name}.tmp-", dir=parent))
-        except OSError as e:
-            raise UserError(f"{self.out}: cannot write there ({e.strerror}); choose another output path") from None
+        self.staging = staging_dir(self.out)
         self._written: set[str] = set()
+        self._digests: dict[str, tuple[str, int]] = {}  # relpath -> (sha256, size), for files digested as written
         self._done = False
 
     # ---- staging ------------------------------------------------------------------------------
@@ -85,6 +143,10 @@ class BundleWriter:
     def copy_file(self, relpath: str, src: str | os.PathLike) -> None:
         shutil.copyfile(src, self.path_for(relpath))  # contents only: no times, no permissions
 
+    def write_safetensors(self, relpath: str, entries: list) -> None:
+        """Stream tensors (`safetensors_stream.Entry`) into one file, digesting it while it is written."""
+        self._digests[relpath] = safetensors_stream.write(self.path_for(relpath), entries)
+
     # ---- finishing ----------------------------------------------------------------------------
 
     def commit(self, manifest_fields: dict) -> dict:
@@ -93,14 +155,15 @@ class BundleWriter:
             files = {}
             for rel in self._staged_files():
                 path = self.staging / rel
-                files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
-            manifest = {"format_version": FORMAT_VERSION, **manifest_fields, "files": files,
-                        "root_digest": root_digest(files)}
+                sha, size = self._digests.get(rel, (None, None))
+                if size != path.stat().st_size:
+                    sha, size = sha256_file(path), path.stat().st_size
+                files[rel] = {"sha256": sha, "size": size}
+            manifest = {"format_version": FORMAT_VERSION, **manifest_fields, "files": files}
+            manifest["root_digest"] = root_digest(manifest)
             validate_manifest(manifest)
             (self.staging / MANIFEST).write_bytes(dumps(manifest))
-            self.staging.chmod(0o755)
-            check_output_path(self.out)  # nothing else appeared there meanwhile
-            self._move_into_place()
+            place_bundle(self.staging, self.out)
         except BaseException:
             self.abort()
             raise
@@ -128,16 +191,3 @@ class BundleWriter:
                     raise LlmcError(f"BundleWriter: {rel} is a symbolic link; bundles hold regular files only")
                 found.append(rel)
         return sorted(found)
-
-    def _move_into_place(self) -> None:
-        if not self.out.exists():
-            os.rename(self.staging, self.out)
-            return
-        old = self.out.with_name(f"{self.out.name}.old-{uuid.uuid4().hex[:12]}")
-        os.rename(self.out, old)
-        try:
-            os.rename(self.staging, self.out)
-        except BaseException:
-            os.rename(old, self.out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)

@@ -39,6 +39,7 @@ def summary(bundle, manifest: dict, nodes: dict) -> list[str]:
         f"model    {m['architecture']}, {m['dtype']}, {m['num_layers']} layers, hidden {m['hidden_size']}, "
         f"heads {m['num_q_heads']}/{m['num_kv_heads']} x {m['head_dim']}, vocab {m['vocab_size']}",
         f"target   {target['name']} ({target['backend']})",
+        *_quantization(manifest),
         f"buckets  decode {build['decode_buckets']}, prefill {build['prefill_buckets']} tokens; "
         f"context {build['max_seq_len']}, KV block {build['kv_block_size']}",
         f"kernels  {kernels} compiled kernels" if kernels else "kernels  none (runs the ops' native functions)",
@@ -50,3 +51,11 @@ def summary(bundle, manifest: dict, nodes: dict) -> list[str]:
         providers = ", ".join(f"{p} x{n}" for (o, p), n in sorted(counts.items()) if o == op)
         lines.append(f"  {op}: {providers}")
     return lines
+
+
+def _quantization(manifest: dict) -> list[str]:
+    q = manifest.get("quantization")
+    if not q:
+        return []
+    return [f"quant    {q['weights']} weights ({q['granularity']} scales), activations {q['activations']}; "
+            "embedding, norms and LM head 16-bit"]

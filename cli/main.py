@@ -19,6 +19,7 @@ from .inspect import inspect
 from .pack import pack
 from .run import run
 from .serve import serve
+from .sign import sign
 from .verify import verify
 
 
@@ -27,7 +28,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)  # torch.fx appends lines
             sys.exit(2)
 
 
@@ -37,5 +38,5 @@ def main() -> None:
     """llmc: compile Hugging Face LLMs ahead of time into self-contained bundles, and run them."""
 
 
-for command in (build, run, inspect, verify, pack, cache, serve, bench):
+for command in (build, run, inspect, verify, pack, cache, serve, bench, sign):
     main.add_command(command)

@@ -23,14 +23,17 @@ import click
 @click.option("--verify", type=click.Choice(["full", "fast", "none"]), default="full", show_default=True,
               help="full hashes every file; fast checks the manifest and sizes.")
 @click.option("--no-overlap", is_flag=True, help="Prepare each step only after the previous one ends (same output).")
-def run(bundle, prompt, max_tokens, temperature, top_p, top_k, seed, device, gpu_memory_utilization, verify, no_overlap):
+@click.option("--no-prefix-caching", is_flag=True, help="Compute every prompt in full: no KV blocks shared by content.")
+def run(bundle, prompt, max_tokens, temperature, top_p, top_k, seed, device, gpu_memory_utilization, verify, no_overlap,
+        no_prefix_caching):
     """Generate a completion of PROMPT with BUNDLE, streaming it as it is sampled."""
     from llmc.runtime import Engine, SamplingParams
 
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
     start = time.perf_counter()
     options = {"gpu_memory_utilization": gpu_memory_utilization} if device != "cpu" else {}
-    engine = Engine.load(bundle, device=device, verify=verify, overlap=not no_overlap, **options)
+    engine = Engine.load(bundle, device=device, verify=verify, overlap=not no_overlap,
+                         enable_prefix_caching=not no_prefix_caching, **options)
     engine.add_request("run", prompt, params)
     summary = engine.load_summary
     click.echo(f"loaded {bundle} on {engine.device_name} in {time.perf_counter() - start:.2f} s: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from pathlib import Path
 
@@ -33,14 +34,19 @@ DEFAULT_MAX_WAITING = 256  # as llmc.runtime.server.app, which cannot be importe
 @click.option("--verify", type=click.Choice(["full", "fast", "none"]), default="full", show_default=True,
               help="full hashes every file at start; fast checks the manifest and sizes.")
 @click.option("--no-overlap", is_flag=True, help="Prepare each step only after the previous one ends (same output).")
+@click.option("--no-prefix-caching", is_flag=True, help="Compute every prompt in full: no KV blocks shared by content.")
+@click.option("--api-key", envvar="LLMC_API_KEY", show_envvar=True, default=None,
+              help="Requests to /v1/* must send `Authorization: Bearer KEY` (401 otherwise).")
 def serve(bundle: Path, host: str, port: int, device: str, max_num_seqs: int | None, max_waiting: int,
           chat_template: Path | None, served_model_name: str | None, shutdown_timeout: float,
-          log_level: str, gpu_memory_utilization: float, verify: str, no_overlap: bool) -> None:
+          log_level: str, gpu_memory_utilization: float, verify: str, no_overlap: bool,
+          no_prefix_caching: bool, api_key: str | None) -> None:
     """Serve BUNDLE with OpenAI's HTTP API.
 
-    Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health,
-    GET /metrics (Prometheus). SIGTERM stops accepting requests, lets running ones finish
-    (at most --shutdown-timeout seconds) and exits 0.
+    Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /v1/models/{id},
+    POST /tokenize, POST /detokenize, GET /version, GET /health, GET /metrics (Prometheus).
+    SIGTERM stops accepting requests, lets running ones finish (at most --shutdown-timeout
+    seconds) and exits 0.
     """
     try:
         import fastapi  # noqa: F401
@@ -52,12 +58,15 @@ def serve(bundle: Path, host: str, port: int, device: str, max_num_seqs: int | N
     from llmc.runtime.server import create_app
 
     options = {"gpu_memory_utilization": gpu_memory_utilization} if device != "cpu" else {}
-    engine = Engine.load(bundle, device=device, max_num_seqs=max_num_seqs, verify=verify, overlap=not no_overlap, **options)
+    engine = Engine.load(bundle, device=device, max_num_seqs=max_num_seqs, verify=verify, overlap=not no_overlap,
+                         enable_prefix_caching=not no_prefix_caching, **options)
     if max_num_seqs is not None and engine.max_num_seqs < max_num_seqs:
         click.echo(f"warning: --max-num-seqs {max_num_seqs} is above the bundle's largest decode batch; serving at most "
                    f"{engine.max_num_seqs} sequences together (rebuild with --max-batch-size {max_num_seqs} for more)", err=True)
     template = chat_template.read_text() if chat_template else None
-    app = create_app(engine, model_name=served_model_name, max_waiting=max_waiting, chat_template=template)
+    app = create_app(engine, model_name=served_model_name, max_waiting=max_waiting, chat_template=template,
+                     api_key=api_key)
+    _log_to_stderr(log_level)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
                             timeout_graceful_shutdown=shutdown_timeout)
     server = uvicorn.Server(config)
@@ -75,3 +84,12 @@ def serve(bundle: Path, host: str, port: int, device: str, max_num_seqs: int | N
         engine.close()
     if not server.started:
         raise click.exceptions.Exit(1)
+
+
+def _log_to_stderr(level: str) -> None:
+    """llmc's own log lines (the start-up line, engine errors) beside uvicorn's."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    logger = logging.getLogger("llmc")
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from llmc.artifacts import FORMAT_VERSION, Bundle
+from llmc.errors import UserError
 
 
 @click.command("verify")
@@ -14,11 +15,21 @@ from llmc.artifacts import FORMAT_VERSION, Bundle
 @click.option("--fast", is_flag=True, help="Check the manifest, file list and sizes only (no sha256).")
 @click.option("--run", "run_selftest", is_flag=True, help="Also run the bundle's self-test on --device.")
 @click.option("--device", default=None, help="Device for --run: cpu or cuda (default: the bundle's backend).")
-def verify(bundle: Path, fast: bool, run_selftest: bool, device: str | None) -> None:
-    """Check BUNDLE (a directory or a packed archive): digests, format version, target.
+@click.option("--signature", type=click.Path(path_type=Path), default=None,
+              help="Also check this signature (made by llmc sign) over the bundle.")
+@click.option("--key", "public_key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --signature: the signer's PEM public key.")
+@click.option("--identity", default=None, help="With --signature, keyless: the signer's identity (e.g. an email).")
+@click.option("--oidc-issuer", default=None, help="With --signature, keyless: the identity's OIDC issuer.")
+def verify(bundle: Path, fast: bool, run_selftest: bool, device: str | None, signature: Path | None,
+           public_key: Path | None, identity: str | None, oidc_issuer: str | None) -> None:
+    """Check BUNDLE (a directory or a packed archive): digests, format version, target, plans.
 
-    Lists every mismatch and exits 1 if there is any.
+    Lists every mismatch and exits 1 if there is any; a bundle whose files match but that the
+    runtime could not run, or a signature that does not verify, is one line and exit 2.
     """
+    if signature is not None and fast:
+        raise UserError("--signature checks every byte: drop --fast")
     with Bundle.open(bundle, verify="none") as opened:
         report = opened.check(full=not fast)
         if not report.ok:
@@ -26,8 +37,15 @@ def verify(bundle: Path, fast: bool, run_selftest: bool, device: str | None) -> 
             for mismatch in report.mismatches:
                 click.echo(f"  {mismatch.message}")
             raise click.exceptions.Exit(1)
+        opened.validate()
+        if signature is not None:
+            from llmc.artifacts.signing import check_signature
+
+            check_signature(opened, signature, public_key=public_key, identity=identity, oidc_issuer=oidc_issuer)
         manifest = report.manifest
         click.echo(f"OK: {report.root_digest}")
+        if signature is not None:
+            click.echo(f"signature: {signature} verifies")
         click.echo(f"files: {len(manifest['files'])} checked ({'sizes' if fast else 'sha256 and sizes'})")
         click.echo(f"format: {report.format_version} (this llmc reads formats up to {FORMAT_VERSION}), "
                    f"built by llmc {manifest['llmc_version']}")

@@ -11,11 +11,10 @@ import triton
 import triton.language as tl
 
 from llmc.aot.ir import OPS
-from llmc.kernels.launch import Launch, Out
+from llmc.kernels.launch import Launch, Out, current_launch_context
 from llmc.kernels.targets import GPU_TARGETS
 
 LOG2E = 1.4426950408889634
-NUM_SMS = 132  # multiprocessors of an H100
 
 
 @triton.jit
@@ -38,6 +37,7 @@ def decode_attention_kernel(
     NUM_KV_HEADS: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
+    SOFT_CAP: tl.constexpr,  # > 0: scores (base 2) -> SOFT_CAP * tanh(scores / SOFT_CAP); the cap times log2(e)
     # meta-parameters
     HEADS: tl.constexpr,  # query heads per program, all of one KV head (a divisor of the group)
     BLOCK_G: tl.constexpr,  # HEADS padded to >= 16 for tl.dot
@@ -80,7 +80,10 @@ def decode_attention_kernel(
             s = tl.dot(q, tl.trans(k), input_precision="ieee")
         else:
             s = tl.dot(q, tl.trans(k))
-        s = tl.where(t_ok[None, :], s * qk_scale, float("-inf"))
+        s = s * qk_scale
+        if SOFT_CAP > 0:
+            s = SOFT_CAP * (1.0 - 2.0 / (tl.exp(2.0 * s / SOFT_CAP) + 1.0))
+        s = tl.where(t_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp2(m_i - m_use)
@@ -119,6 +122,7 @@ def prefill_attention_kernel(
     NUM_KV_HEADS: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
+    SOFT_CAP: tl.constexpr,  # > 0: scores (base 2) -> SOFT_CAP * tanh(scores / SOFT_CAP); the cap times log2(e)
     # meta-parameters
     BLOCK_M: tl.constexpr,  # query rows per program
     BLOCK_D: tl.constexpr,
@@ -183,7 +187,10 @@ def prefill_attention_kernel(
         else:
             s = tl.dot(q, tl.trans(k))
         visible = t_ok[None, :] & (t[None, :] <= pos[:, None]) & (t[None, :] > pos[:, None] - window)
-        s = tl.where(visible, s * qk_scale, float("-inf"))
+        s = s * qk_scale
+        if SOFT_CAP > 0:
+            s = SOFT_CAP * (1.0 - 2.0 / (tl.exp(2.0 * s / SOFT_CAP) + 1.0))
+        s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp2(m_i - m_use)
@@ -198,11 +205,11 @@ def prefill_attention_kernel(
     tl.store(out_ptr + qo_offs, out.to(out_ptr.dtype.element_ty), mask=qo_ok)
 
 
-def _dims(q, k_cache):
+def _dims(q, k_cache, soft_cap=0.0):
     block_size, kv_heads, head_dim = k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
     return dict(
         NUM_Q_HEADS=q.shape[1] // head_dim, NUM_KV_HEADS=kv_heads, HEAD_DIM=head_dim, BLOCK_SIZE=block_size,
-        BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
+        SOFT_CAP=float(soft_cap) * LOG2E, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
     )
 
 
@@ -224,10 +231,14 @@ def _args(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, s
     launches=True,
 )
 def paged_attention_decode(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale, sliding_window):
-    dims = _dims(q, k_cache)
+    return _decode(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, sliding_window, 0.0)
+
+
+def _decode(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, sliding_window, soft_cap):
+    dims = _dims(q, k_cache, soft_cap)
     rows, q_heads = max(block_tables.shape[0], q.shape[0]), dims["NUM_Q_HEADS"]
     heads = q_heads // dims["NUM_KV_HEADS"]
-    while heads % 2 == 0 and rows * q_heads // heads < NUM_SMS:
+    while heads % 2 == 0 and rows * q_heads // heads < current_launch_context().num_sms:
         heads //= 2
     meta = dict(dims, HEADS=heads, BLOCK_G=max(16, triton.next_power_of_2(heads)), BLOCK_N=64)
     args = _args(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, sliding_window)
@@ -238,9 +249,29 @@ def paged_attention_decode(q, k_cache, v_cache, block_tables, seq_lens, query_st
 # program per (query block, query head); the grid covers T // BLOCK_M + num_seqs blocks.
 @OPS["paged_attention"].register_impl("triton_prefill", targets=GPU_TARGETS, launches=True)
 def paged_attention_prefill(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale, sliding_window):
-    dims = _dims(q, k_cache)
+    return _prefill(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale, sliding_window, 0.0)
+
+
+def _prefill(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale, sliding_window, soft_cap):
+    dims = _dims(q, k_cache, soft_cap)
     block_m = min(64, max(16, triton.next_power_of_2(max_query_len)))
     meta = dict(dims, BLOCK_M=block_m, BLOCK_N=64)
     grid = (q.shape[0] // block_m + block_tables.shape[0], dims["NUM_Q_HEADS"])
     args = _args(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, sliding_window)
     return [Launch(prefill_attention_kernel, grid, args, meta, num_warps=4, num_stages=2)]
+
+
+# softcap_paged_attention: the same kernels and launch rules, with the cap.
+@OPS["softcap_paged_attention"].register_impl(
+    "triton_decode",
+    targets=GPU_TARGETS,
+    supports_args=lambda q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale, sliding_window, soft_cap: max_query_len == 1,
+    launches=True,
+)
+def softcap_attention_decode(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale, sliding_window, soft_cap):
+    return _decode(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, sliding_window, soft_cap)
+
+
+@OPS["softcap_paged_attention"].register_impl("triton_prefill", targets=GPU_TARGETS, launches=True)
+def softcap_attention_prefill(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale, sliding_window, soft_cap):
+    return _prefill(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale, sliding_window, soft_cap)

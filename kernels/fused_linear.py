@@ -1,5 +1,5 @@
-"""`norm_linear` and `silu_mul_linear`: the linear kernels with the RMS norm or SiLU-and-mul
-folded into their A operand.
+"""`norm_linear` and the gated linears (`silu_mul_linear`, `gelu_tanh_mul_linear`): the linear
+kernels with the RMS norm or the gated activation, taken from the op, folded into their A operand.
 
 The prologue fusion pays off for a single row (decode at batch 1), where removing a launch
 matters most; for more rows the norm or activation runs first into a scratch buffer, then the
@@ -12,8 +12,7 @@ import torch
 
 from llmc.aot.ir import OPS
 from llmc.kernels.launch import Out
-from llmc.kernels.linear import (GATED, GEMM_CONFIGS, GEMV_MAX_ROWS, WGMMA_CONFIGS, Prologue, _gemm, _gemv,
-                                 _wgmma_ok)
+from llmc.kernels.linear import GEMM_CONFIGS, GEMV_MAX_ROWS, WGMMA_CONFIGS, Prologue, _gemm, _gemv, _wgmma_ok, gated
 from llmc.kernels.targets import GPU_TARGETS
 
 
@@ -39,10 +38,10 @@ def _norm_first(x, residual, norm_weight, eps):
                              {0: normed, 1: Out(1)})
 
 
-def _silu_first(x):
-    """Launches that write silu_and_mul(x) to a scratch buffer."""
+def _act_first(op: str, x):
+    """Launches that write the gated activation `op` of x to a scratch buffer."""
     act = _scratch(x, x.shape[1] // 2)
-    return act, _retarget(OPS["silu_and_mul"].impls["triton"].fn(x), {0: act})
+    return act, _retarget(OPS[op].impls["triton"].fn(x), {0: act})
 
 
 def _norm_ok(x, residual, norm_weight, weight):
@@ -85,30 +84,36 @@ def norm_linear_wgmma(x, residual, norm_weight, eps, weight, bias):
     return first + _gemm(normed, weight, bias, None, x.shape[0], WGMMA_CONFIGS)
 
 
-@OPS["silu_mul_linear"].register_impl(
-    "triton_gemv", targets=GPU_TARGETS, launches=True,
-    supports_args=lambda x, weight, bias: x.shape[0] <= GEMV_MAX_ROWS and x.shape[1] == 2 * weight.shape[1],
-)
-def silu_mul_linear_gemv(x, weight, bias):
-    if x.shape[0] == 1:
-        return _gemv(x, weight, bias, None, 1, GATED)
-    act, first = _silu_first(x)
-    return first + _gemv(act, weight, bias, None, x.shape[0])
+def _gated_ok(x, weight, bias):
+    return x.shape[1] == 2 * weight.shape[1]
 
 
-@OPS["silu_mul_linear"].register_impl(
-    "triton_gemm", targets=GPU_TARGETS, launches=True,
-    supports_args=lambda x, weight, bias: x.shape[1] == 2 * weight.shape[1],
-)
-def silu_mul_linear_gemm(x, weight, bias):
-    act, first = _silu_first(x)
-    return first + _gemm(act, weight, bias, None, x.shape[0], GEMM_CONFIGS)
+def _register_gated(fused: str, act: str) -> None:
+    """The three linear impls of `fused` = linear(act(x), W, b), the activation taken from the op `act`."""
+
+    @OPS[fused].register_impl(
+        "triton_gemv", targets=GPU_TARGETS, launches=True,
+        supports_args=lambda x, weight, bias: x.shape[0] <= GEMV_MAX_ROWS and _gated_ok(x, weight, bias),
+    )
+    def gemv(x, weight, bias):
+        if x.shape[0] == 1:
+            return _gemv(x, weight, bias, None, 1, gated(act))
+        out, first = _act_first(act, x)
+        return first + _gemv(out, weight, bias, None, x.shape[0])
+
+    @OPS[fused].register_impl("triton_gemm", targets=GPU_TARGETS, launches=True, supports_args=_gated_ok)
+    def gemm(x, weight, bias):
+        out, first = _act_first(act, x)
+        return first + _gemm(out, weight, bias, None, x.shape[0], GEMM_CONFIGS)
+
+    @OPS[fused].register_impl(
+        "triton_wgmma", targets=("sm90",), launches=True,
+        supports_args=lambda x, weight, bias: _wgmma_ok(x, weight, x.shape[0]) and _gated_ok(x, weight, bias),
+    )
+    def wgmma(x, weight, bias):
+        out, first = _act_first(act, x)
+        return first + _gemm(out, weight, bias, None, x.shape[0], WGMMA_CONFIGS)
 
 
-@OPS["silu_mul_linear"].register_impl(
-    "triton_wgmma", targets=("sm90",), launches=True,
-    supports_args=lambda x, weight, bias: _wgmma_ok(x, weight, x.shape[0]) and x.shape[1] == 2 * weight.shape[1],
-)
-def silu_mul_linear_wgmma(x, weight, bias):
-    act, first = _silu_first(x)
-    return first + _gemm(act, weight, bias, None, x.shape[0], WGMMA_CONFIGS)
+_register_gated("silu_mul_linear", "silu_and_mul")
+_register_gated("gelu_tanh_mul_linear", "gelu_tanh_and_mul")

@@ -16,12 +16,16 @@ import triton
 import triton.language as tl
 
 from llmc.aot.ir import OPS
-from llmc.kernels.launch import Launch, Out
+from llmc.kernels.activation import ACTIVATIONS, gate_act
+from llmc.kernels.launch import Launch, Out, current_launch_context
 from llmc.kernels.targets import GPU_TARGETS
 
 GEMV_MAX_ROWS = 16
-NUM_SMS = 132  # multiprocessors of an H100 (an A100 has 108, an MI300X 304 CUs)
-MIN_PROGRAMS = 2 * NUM_SMS
+
+
+def min_programs() -> int:
+    """gemv grids aim for two programs per multiprocessor of the target."""
+    return 2 * current_launch_context().num_sms
 
 
 @triton.jit
@@ -40,10 +44,10 @@ def a_tile(x_ptr, residual_ptr, norm_w_ptr, offs, offs_k, mask, k_mask,
     x = _load(x_ptr + offs, mask)
     summed = x
     if GATED:
-        # x = [gate | up]: silu in float32 rounded to x's dtype, times up rounded again, as torch does
+        # x = [gate | up]: act (GATED - 1: an ACT of activation.py) in float32 rounded to x's dtype,
+        # times up rounded again, as torch does
         up = _load(x_ptr + offs + K, mask)
-        g = x.to(tl.float32)
-        act = (g / (1.0 + tl.exp(-g))).to(x.dtype)
+        act = gate_act(x.to(tl.float32), GATED - 1).to(x.dtype)
         x = (act.to(tl.float32) * up.to(tl.float32)).to(summed.dtype)
     if NORM:
         # rms_norm's per-row scale factors out of the product (applied after the K loop); the weight does not
@@ -73,7 +77,7 @@ def gemv_kernel(
     # meta-parameters
     HAS_BIAS: tl.constexpr,
     GATHER: tl.constexpr,
-    GATED: tl.constexpr,  # A = silu(x[:, :K]) * x[:, K:]
+    GATED: tl.constexpr,  # 0, or 1 + ACT: A = act(x[:, :K]) * x[:, K:]
     NORM: tl.constexpr,  # A = rms_norm(x (+ residual)); every program reads whole rows (no split-K)
     HAS_RESIDUAL: tl.constexpr,
     BLOCK_M: tl.constexpr,  # 1: one row, FMA reduction; else >= 16: tl.dot on padded rows
@@ -166,7 +170,7 @@ def matmul_kernel(
     # meta-parameters
     HAS_BIAS: tl.constexpr,
     GATHER: tl.constexpr,
-    GATED: tl.constexpr,  # A = silu(x[:, :K]) * x[:, K:]
+    GATED: tl.constexpr,  # 0, or 1 + ACT: A = act(x[:, :K]) * x[:, K:]
     NORM: tl.constexpr,  # A = rms_norm(x (+ residual)); every program reads whole rows (no split-K)
     HAS_RESIDUAL: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -234,7 +238,7 @@ class Prologue:
     which the norm needs: its per-row statistic is a sum over all of K.
     """
 
-    gated: bool = False
+    gated: int = 0  # 0: none; 1 + an ACT of kernels/activation.py: A = act(gate) * up
     norm_weight: object = None  # a tensor: NORM
     residual: object = None
     eps: float | None = None
@@ -249,10 +253,15 @@ class Prologue:
         return dict(GATED=self.gated, NORM=norm, HAS_RESIDUAL=norm and self.residual is not None)
 
 
-PLAIN, GATED = Prologue(), Prologue(gated=True)
+PLAIN = Prologue()
 
 
-# Launch rules. gemv: BLOCK_N is the largest that still gives MIN_PROGRAMS programs (small
+def gated(op: str) -> Prologue:
+    """The prologue of a gated op (silu_and_mul, gelu_tanh_and_mul) folded into the linear."""
+    return Prologue(gated=1 + ACTIVATIONS[op])
+
+
+# Launch rules. gemv: BLOCK_N is the largest that still gives min_programs() programs (small
 # N gets thin slices of W rather than split-K, which would need a scratch buffer), and a tile
 # of W is 16 KB (one row) or 8 KB per pipeline stage (tl.dot path) whatever N.
 def _gemv(x, weight, bias, rows, m, pro=PLAIN):
@@ -262,7 +271,7 @@ def _gemv(x, weight, bias, rows, m, pro=PLAIN):
         block_m, sizes, tile, warps, stages = 1, (64, 32, 16, 8, 4), 8192, 8, 3
     else:
         block_m, sizes, tile, warps, stages = 16, (64, 32, 16), 4096, 4, 4
-    block_n = next((b for b in sizes if triton.cdiv(n, b) >= MIN_PROGRAMS), sizes[-1])
+    block_n = next((b for b in sizes if triton.cdiv(n, b) >= min_programs()), sizes[-1])
     block_n = min(block_n, max(sizes[-1], triton.next_power_of_2(n)))
     block_k = max(16, min(tile // block_n, kmax))
     while block_k > 64 and k % block_k and k % 64 == 0:  # a BLOCK_K that divides K: no masks
@@ -282,7 +291,7 @@ WGMMA_CONFIGS = ((128, 256, 64, 8, 3), (128, 128, 64, 8, 4), (64, 128, 64, 4, 4)
 def _gemm(x, weight, bias, rows, m, configs, pro=PLAIN):
     n, k = weight.shape
     fits = [c for c in configs if c[0] <= max(32, triton.next_power_of_2(m))] or [configs[-1]]
-    bm, bn, bk, warps, stages = next((c for c in fits if triton.cdiv(m, c[0]) * triton.cdiv(n, c[1]) >= NUM_SMS), fits[-1])
+    bm, bn, bk, warps, stages = next((c for c in fits if triton.cdiv(m, c[0]) * triton.cdiv(n, c[1]) >= current_launch_context().num_sms), fits[-1])
     meta = dict(N=n, K=k, HAS_BIAS=bias is not None, GATHER=rows is not None, **pro.constexprs,
                 BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
     grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)

@@ -1,4 +1,5 @@
-"""From a scheduled step to a plan's inputs: pick the smallest bucket that holds it, pad the rest.
+"""A fixed batch of pieces to a plan's inputs (the latency benchmark and GPU tests): pick the
+smallest bucket that holds it, pad the rest. The engine's steps go through runner.py instead.
 
 Padding follows docs/FORMAT.md: padded tokens write nothing to the cache (slot -1), padded
 sequences have length 0, padded logits rows are greedy on row 0.
@@ -28,9 +29,6 @@ class StepBatch:
     rows: list[tuple[float, int, float, float]] = field(default_factory=list)  # temperature, top_k, top_p, uniform
     logit_rows: list[int | None] = field(default_factory=list)  # per sequence: its row, or None if it samples nothing
 
-    def add_tokens(self, seq, start: int, count: int, block_manager) -> None:
-        self.add_piece(seq.token_ids[start : start + count], start, seq.block_table, block_manager.block_size)
-
     def add_piece(self, tokens: list[int], start: int, table: list[int], block_size: int) -> None:
         """New tokens of one sequence, the first at position `start`, its KV in the blocks of `table`."""
         positions = range(start, start + len(tokens))
@@ -46,27 +44,6 @@ class StepBatch:
         draw = uniform_draw(seed, draw_index) if params.temperature > 0 else 0.0  # greedy draws nothing
         self.rows.append((params.temperature, params.top_k, params.top_p, draw))
         return len(self.logits_indices) - 1
-
-    @classmethod
-    def from_schedule(cls, out, block_manager) -> "StepBatch":
-        batch = cls("prefill" if out.is_prefill else "decode")
-        for seq, count, samples in zip(out.seqs, out.num_new_tokens, out.samples):
-            batch.add_tokens(seq, seq.num_computed_tokens, count, block_manager)
-            row = None
-            if samples:
-                row = batch.add_row(len(batch.token_ids) - 1, seq.params, seq.seed, len(seq.output_token_ids))
-            batch.logit_rows.append(row)
-        return batch
-
-    @classmethod
-    def for_chunk(cls, seq, start: int, count: int, block_manager) -> "StepBatch":
-        """A prefill chunk of one sequence with a logits row for every token (scoring)."""
-        batch = cls("prefill")
-        batch.add_tokens(seq, start, count, block_manager)
-        for i in range(count):
-            batch.add_row(i, seq.params, seq.seed, 0)
-        batch.logit_rows.append(None)
-        return batch
 
 
 def pick_plan(plans: dict[str, dict], batch: StepBatch) -> dict:

@@ -270,9 +270,15 @@ def format_load(load: dict) -> str:
 
 
 def format_throughput(result: dict) -> list[str]:
-    return [f"Throughput: {result['requests_per_s']:.2f} requests/s, {result['total_tokens_per_s']:.1f} total tokens/s, "
-            f"{result['output_tokens_per_s']:.1f} output tokens/s ({result['num_prompts']} requests of "
-            f"{result['input_len']} in / {result['output_len']} out in {result['elapsed']:.3f} s)"]
+    """The lines `vllm bench throughput` prints, then the run's shape."""
+    return [
+        f"Throughput: {result['requests_per_s']:.2f} requests/s, {result['total_tokens_per_s']:.2f} total tokens/s, "
+        f"{result['output_tokens_per_s']:.2f} output tokens/s",
+        f"Total num prompt tokens:  {result['num_prompts'] * result['input_len']}",
+        f"Total num output tokens:  {result['output_tokens']}",
+        f"({result['num_prompts']} requests of {result['input_len']} in / {result['output_len']} out in "
+        f"{result['elapsed']:.3f} s, at most {result.get('max_concurrency', 'all')} at once)",
+    ]
 
 
 def open_backend(bundle, device: str, gpu_memory_utilization: float = 0.9):

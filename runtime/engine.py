@@ -1,13 +1,19 @@
-"""The engine: requests in, tokens out, over one backend and the bundle's static plans.
+"""The engine: requests in, outputs out, over one backend and the bundle's static plans.
 
-Each `step()` asks the scheduler for a prefill or a decode batch, fills the smallest plan whose
-bucket holds it (padding the rest), runs it on the backend, and hands the sampled tokens back
-to the scheduler. Everything here is plain Python over ints and numpy arrays.
+Each `step()` asks the Scheduler for a step, the ModelRunner launches it, and the tokens it
+samples go back to the Scheduler (token stops) and the OutputProcessor (text, stop strings).
+With `overlap` (the default) the next step is scheduled and launched before the previous one's
+tokens are read, so the host works while the device runs; a step's outputs then come back from
+the following `step()` call. Outputs are the same either way.
+
+A step that fails fails only the requests that caused it (or, when the backend itself fails,
+the requests in that step): they finish with reason "error" and the engine goes on.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,26 +21,19 @@ import numpy as np
 
 from llmc.errors import BundleError, UserError
 
-from .batch import StepBatch, fill_inputs, pick_plan
 from .block_manager import BlockManager
+from .output_processor import OutputProcessor, RequestOutput
+from .runner import Launch, ModelRunner
+from .sampler import RowError, Sampler
 from .sampling_params import SamplingParams
-from .scheduler import Scheduler
+from .scheduler import Scheduler, SchedulerOutput
 from .sequence import Sequence
-from .stop import StopChecker
 from .tokenizer import Tokenizer
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "hip")
+log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class RequestOutput:
-    request_id: str
-    new_token_ids: list[int]
-    new_text: str
-    finished: bool
-    finish_reason: str | None
-    num_prompt_tokens: int
-    num_output_tokens: int
+__all__ = ["Completion", "Engine", "RequestOutput", "open_backend"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,7 @@ class Completion:
     token_ids: list[int]
     text: str
     finish_reason: str | None
+    index: int = 0  # the sample, for requests with n > 1
 
 
 def open_backend(bundle, device: str, **options):
@@ -55,33 +55,44 @@ def open_backend(bundle, device: str, **options):
         from .backends.cuda import CudaBackend
 
         return CudaBackend.open(bundle, **options)
-    raise UserError(f"--device {device!r} is not supported; choose one of cpu, cuda")
+    if device == "hip":
+        from .backends.hip import HipBackend
+
+        return HipBackend.open(bundle, **options)
+    raise UserError(f"--device {device!r} is not supported; choose one of cpu, cuda, hip")
 
 
 class Engine:
-    def __init__(self, bundle, backend, max_num_seqs: int | None = None):
-        self.bundle, self.backend = bundle, backend
+    def __init__(self, bundle, backend, max_num_seqs: int | None = None, overlap: bool = True,
+                 enable_prefix_caching: bool = True):
+        self.bundle, self.backend, self.overlap = bundle, backend, overlap
         manifest = bundle.manifest
         build = manifest["build"]
         self.max_model_len = build["max_seq_len"]
         self.max_num_seqs = min(max_num_seqs or build["max_batch_size"], build["max_batch_size"])
-        self.plans = {name: bundle.plan(name) for name in bundle.plans()}
         self.tokenizer = Tokenizer(bundle.path / "tokenizer")
-        self.block_manager = BlockManager(backend.num_kv_blocks, manifest["kv_cache"]["block_size"])
+        self.vocab_size = manifest["model"]["vocab_size"]
+        block_size = manifest["kv_cache"]["block_size"]
+        self.block_manager = BlockManager(backend.num_kv_blocks, block_size, enable_prefix_caching)
         self.scheduler = Scheduler(
             self.block_manager, self.max_num_seqs, build["max_num_batched_tokens"], self.max_model_len,
             eos_token_ids=frozenset(manifest["model"]["eos_token_ids"]),
         )
-        self.vocab_size = manifest["model"]["vocab_size"]
+        plans = {name: bundle.plan(name) for name in bundle.plans()}
+        self.runner = ModelRunner(backend, plans, block_size, Sampler(self.vocab_size))
+        self.outputs = OutputProcessor(self.tokenizer.decode)
         self._ids = itertools.count()
         self._seeds = np.random.default_rng(0)
-        self._stops: dict[int, StopChecker] = {}
-        self._by_request: dict[str, Sequence] = {}
+        self._by_request: dict[str, list[Sequence]] = {}  # a request's samples
+        self._inflight: tuple[SchedulerOutput, Launch] | None = None
+        self._ready: list[RequestOutput] = []  # outputs read early (a drain), returned by the next step
 
     @classmethod
-    def load(cls, path, device: str = "cpu", *, max_num_seqs: int | None = None, verify: str = "full", **backend_options) -> "Engine":
+    def load(cls, path, device: str = "cpu", *, max_num_seqs: int | None = None, verify: str = "full",
+             overlap: bool = True, enable_prefix_caching: bool = True, **backend_options) -> "Engine":
         """Open, check and load a bundle. `device="auto"` picks the bundle's own backend. The cheap
-        checks (sizes, format, the GPU's architecture) come before hashing a large bundle."""
+        checks (sizes, format, the GPU's architecture) come before hashing a large bundle.
+        `enable_prefix_caching=False` (`--no-prefix-caching`) computes every prompt in full."""
         from llmc.artifacts import Bundle
 
         if device not in DEVICES:
@@ -94,11 +105,16 @@ class Engine:
                 from .backends.cuda import check_device
 
                 check_device(bundle.manifest)
+            elif device == "hip":
+                from .backends.hip import check_device as check_hip
+
+                check_hip(bundle.manifest)
             if verify == "full":
                 first = next(iter(bundle.check(full=True).mismatches), None)
                 if first is not None:
                     raise BundleError(f"{bundle.label}: {first.message}")
-            return cls(bundle, open_backend(bundle, device, **backend_options), max_num_seqs)
+            return cls(bundle, open_backend(bundle, device, **backend_options), max_num_seqs, overlap,
+                       enable_prefix_caching)
         except BaseException:
             bundle.close()
             raise
@@ -106,6 +122,14 @@ class Engine:
     @property
     def model_name(self) -> str:
         return Path(str(self.bundle.source)).name.removesuffix(".tar") or self.bundle.manifest["model"]["architecture"]
+
+    @property
+    def device_name(self) -> str:
+        return self.backend.name
+
+    @property
+    def load_summary(self) -> dict:
+        return dict(getattr(self.backend, "load_summary", {}))
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -129,66 +153,122 @@ class Engine:
         return ids
 
     def add_request(self, request_id: str, prompt, params: SamplingParams) -> None:
+        """Queue a request; with `params.n` > 1 its samples share the prompt's KV blocks, sample i
+        draws with seed (seed + i) mod 2**63, and outputs say which sample they belong to (`index`)."""
         if request_id in self._by_request:
             raise UserError(f"request id {request_id!r} is already in use")
         ids = self._prompt_ids(prompt)
-        seq_id = next(self._ids)
         seed = params.seed if params.seed is not None else int(self._seeds.integers(2**63))
-        seq = Sequence(seq_id, request_id, ids, params, seed=seed)
-        self.scheduler.check_admissible(seq)
-        self._stops[seq_id] = StopChecker(self.tokenizer.decode, params.stop, ids)
-        self._by_request[request_id] = seq
-        self.scheduler.add(seq)
+        first = Sequence(next(self._ids), request_id, ids, params, seed=seed)
+        self.scheduler.check_admissible(first)
+        seqs = [first] + [Sequence(next(self._ids), request_id, ids, params, seed=(seed + i) % 2**63, index=i,
+                                   parent=first) for i in range(1, params.n)]
+        self._by_request[request_id] = seqs
+        for seq in seqs:
+            self.outputs.add(seq)
+            self.scheduler.add(seq)
 
     def abort(self, request_id: str) -> None:
-        seq = self.scheduler.abort(request_id)
-        if seq is not None:
-            self._forget(seq)
-
-    def _forget(self, seq: Sequence) -> None:
-        self._stops.pop(seq.seq_id, None)
-        self._by_request.pop(seq.request_id, None)
+        for seq in self._by_request.pop(request_id, []):
+            if not seq.is_finished:
+                self.scheduler.finish(seq, "abort")
+            self.outputs.remove(seq)
 
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_unfinished
+        return self.scheduler.has_unfinished or self._inflight is not None or bool(self._ready)
 
     def stats(self) -> dict:
+        """Gauges now, and cumulative counters (prefix cache queries and hits in tokens, as vLLM counts them)."""
+        bm = self.block_manager
         return {
             "num_running": self.scheduler.num_running, "num_waiting": self.scheduler.num_waiting,
-            "kv_blocks_used": self.block_manager.num_used_blocks, "kv_blocks_total": self.block_manager.num_blocks,
+            "kv_blocks_used": bm.num_used_blocks, "kv_blocks_total": bm.num_blocks, "kv_cache_usage": bm.usage,
+            "num_preemptions": self.scheduler.num_preemptions,
+            "prefix_cache_queries": bm.prefix_cache_queries, "prefix_cache_hits": bm.prefix_cache_hits,
         }
 
     # -- one step ---------------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
+        results, self._ready = self._ready, []
         out = self.scheduler.schedule()
-        if out is None:
-            return []
-        batch = StepBatch.from_schedule(out, self.block_manager)
-        plan = pick_plan(self.plans, batch)
-        inputs = fill_inputs(plan, batch)
-        tokens, _ = self.backend.run(plan, inputs, want_logits=False)
-        sampled = [int(tokens[row]) if row is not None else None for row in batch.logit_rows]
-        finished = self.scheduler.postprocess(
-            out, sampled, stop_check=lambda s: self._stops[s.seq_id].append(s.output_token_ids[-1])
-        )
+        launched = self._launch(out, results) if out is not None else None
+        if self.overlap:
+            if self._inflight is not None:
+                results += self._finish_step(*self._inflight)
+            self._inflight = launched
+        elif launched is not None:
+            results += self._finish_step(*launched)
+        return results
+
+    def _launch(self, out: SchedulerOutput, results: list) -> tuple[SchedulerOutput, Launch] | None:
+        try:
+            return out, self.runner.launch(out)
+        except RowError as e:  # fail the culprits; the others run next step
+            self._unschedule(out)
+            for seq in e.seqs:
+                results.append(self._fail(seq, str(e)))
+        except Exception as e:
+            log.exception("launching a step of %d requests failed", len(out.seqs))
+            self._unschedule(out)
+            for seq in out.seqs:
+                results.append(self._fail(seq, f"{type(e).__name__}: {e}"))
+        return None
+
+    def _unschedule(self, out: SchedulerOutput) -> None:
+        """Undo `out` (never launched): its sequences run again from where they were."""
+        for seq, start, index in zip(out.seqs, out.starts, out.sample_indices):
+            if not seq.is_finished:
+                seq.num_computed_tokens = start
+                if index >= 0:
+                    seq.output_token_ids.pop()
+
+    def _fail(self, seq: Sequence, message: str) -> RequestOutput:
+        self.scheduler.finish(seq, "error")
+        self._forget(seq)
+        self.outputs.remove(seq)
+        return RequestOutput(seq.request_id, [], "", True, "error", seq.num_prompt_tokens, len(seq.output_token_ids),
+                             message, seq.index)
+
+    def _forget(self, seq: Sequence) -> None:
+        """Drop a finished sample's request once all its samples have finished."""
+        seqs = self._by_request.get(seq.request_id)
+        if seqs is not None and seq in seqs and all(s.is_finished for s in seqs):
+            del self._by_request[seq.request_id]
+
+    def _finish_step(self, out: SchedulerOutput, launch: Launch) -> list[RequestOutput]:
+        try:
+            tokens = self.runner.wait(launch)
+        except Exception as e:
+            log.exception("a step of %d requests failed on the device", len(out.seqs))
+            return [self._fail(seq, f"{type(e).__name__}: {e}") for seq in out.seqs if not seq.is_finished]
+        stopped = set(map(id, self.scheduler.postprocess(out, tokens)))
         results = []
-        done = {s.seq_id for s in finished}
-        for seq, token in zip(out.seqs, sampled):
-            if token is None and seq.seq_id not in done:
+        for seq, token, index in zip(out.seqs, tokens, out.sample_indices):
+            if token is None or (seq.is_finished and id(seq) not in stopped):
+                continue  # no sample, or the request ended while this step ran
+            try:
+                if self.outputs.append(seq, token):
+                    self.scheduler.finish(seq, "stop")
+                results.append(self.outputs.output(seq, [token], index + 1))
+            except Exception as e:  # detokenizing this request failed: fail it alone
+                log.exception("output processing of request %s failed", seq.request_id)
+                results.append(self._fail(seq, f"{type(e).__name__}: {e}"))
                 continue
-            stops = self._stops[seq.seq_id]
-            results.append(RequestOutput(
-                seq.request_id, [token] if token is not None else [], stops.delta(finished=seq.is_finished),
-                seq.is_finished, seq.finish_reason, seq.num_prompt_tokens, len(seq.output_token_ids),
-            ))
             if seq.is_finished:
                 self._forget(seq)
         return results
 
+    def _drain(self) -> None:
+        """Read the step in flight now (its outputs come with the next `step()`)."""
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            self._ready += self._finish_step(*inflight)
+
     # -- offline API ------------------------------------------------------------------------------
 
     def generate(self, prompts, params: SamplingParams | list[SamplingParams] | None = None) -> list[Completion]:
+        """One Completion per prompt, or per sample (prompt-major, by `index`) for params with n > 1."""
         if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], int)):
             prompts = [prompts]
         params_list = params if isinstance(params, list) else [params or SamplingParams()] * len(prompts)
@@ -198,33 +278,33 @@ class Engine:
         ids = [f"generate-{base}-{i}" for i in range(len(prompts))]
         for rid, prompt, p in zip(ids, prompts, params_list):
             self.add_request(rid, prompt, p)
-        seqs = {rid: self._by_request[rid] for rid in ids}
-        texts = {rid: "" for rid in ids}
-        while any(not s.is_finished for s in seqs.values()):
+        seqs = [s for rid in ids for s in self._by_request[rid]]
+        texts = {(s.request_id, s.index): "" for s in seqs}
+        errors = {}
+        while any(not s.is_finished for s in seqs) or self._inflight is not None:
             for o in self.step():
-                if o.request_id in texts:
-                    texts[o.request_id] += o.new_text
-        return [Completion(rid, s.prompt_token_ids, list(s.output_token_ids), texts[rid], s.finish_reason) for rid, s in seqs.items()]
+                if (o.request_id, o.index) in texts:
+                    texts[o.request_id, o.index] += o.new_text
+                    if o.error:
+                        errors[o.request_id] = o.error
+        if errors:
+            for rid in ids:
+                self.abort(rid)
+            rid, message = next(iter(errors.items()))
+            raise UserError(f"request {rid} failed: {message}")
+        return [Completion(s.request_id, s.prompt_token_ids, list(s.output_token_ids), texts[s.request_id, s.index],
+                           s.finish_reason, s.index) for s in seqs]
 
     def score(self, token_ids: list[int]) -> np.ndarray:
         """float32 logits [len(token_ids), vocab]: row i predicts the token after position i."""
         ids = self._prompt_ids(list(token_ids))
+        self._drain()
         seq = Sequence(next(self._ids), "score", ids, SamplingParams(max_tokens=1, temperature=0.0), seed=0)
-        if not self.block_manager.can_allocate(seq, len(ids)):
-            raise UserError("not enough free KV blocks to score this sequence now; wait for running requests")
-        self.block_manager.allocate(seq, len(ids))
+        self.scheduler.hold(seq, len(ids))
         try:
-            rows = []
-            chunk = max(p["num_logits"] for p in self.plans.values() if p["kind"] == "prefill")
-            for start in range(0, len(ids), chunk):
-                n = min(chunk, len(ids) - start)
-                batch = StepBatch.for_chunk(seq, start, n, self.block_manager)
-                plan = pick_plan(self.plans, batch)
-                _, logits = self.backend.run(plan, fill_inputs(plan, batch), want_logits=True)
-                rows.append(logits[:n])
-            return np.concatenate(rows).astype(np.float32)
+            return self.runner.logits(seq, 0, len(ids)).astype(np.float32)
         finally:
-            self.block_manager.free(seq)
+            self.scheduler.release(seq)
 
     def close(self) -> None:
         self.backend.close()

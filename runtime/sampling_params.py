@@ -8,6 +8,13 @@ import numpy as np
 from llmc.errors import UserError
 
 
+INT32_MAX = 2**31 - 1
+MIN_TEMPERATURE = 1e-5  # below it logits / temperature overflows float32; use 0 for greedy
+MAX_TEMPERATURE = 1e6
+MAX_STOPS = 64
+MAX_STOP_CHARS = 1024
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int = 16
@@ -18,6 +25,8 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
+    n: int = 1  # samples of the prompt; sample i draws with seed + i (see Sequence)
+    include_stop_str_in_output: bool = False  # the text ends after the stop string, not before it
 
     def __post_init__(self):
         if self.top_k == -1:
@@ -27,28 +36,39 @@ class SamplingParams:
         object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
 
         _check_int("max_tokens", self.max_tokens)
-        if self.max_tokens < 1:
-            raise UserError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if not 1 <= self.max_tokens <= INT32_MAX:
+            raise UserError(f"max_tokens must be in [1, {INT32_MAX}], got {self.max_tokens}")
         _check_number("temperature", self.temperature)
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise UserError(f"temperature must be >= 0 and finite, got {self.temperature}")
+        if not (math.isfinite(self.temperature) and (self.temperature == 0 or MIN_TEMPERATURE <= self.temperature
+                                                     <= MAX_TEMPERATURE)):
+            raise UserError(f"temperature must be 0 (greedy) or in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE:g}], "
+                            f"got {self.temperature}")
         _check_number("top_p", self.top_p)
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not (0 < self.top_p <= 1 and np.float32(self.top_p) > 0):  # the kernels read float32
+            raise UserError(f"top_p must be in (0, 1] (and not round to 0 in float32), got {self.top_p}")
         _check_int("top_k", self.top_k)
-        if self.top_k < 0:
-            raise UserError(f"top_k must be >= 0 (or -1 for off), got {self.top_k}")
+        if not 0 <= self.top_k <= INT32_MAX:  # the kernels read an int32
+            raise UserError(f"top_k must be in [0, {INT32_MAX}] (or -1 for off), got {self.top_k}")
+        _check_int("n", self.n)
+        if self.n < 1:
+            raise UserError(f"n must be >= 1, got {self.n}")
         if self.seed is not None:
             _check_int("seed", self.seed)
             if not 0 <= self.seed < 2**63:
                 raise UserError(f"seed must be in [0, 2**63), got {self.seed}")
+        if len(stop) > MAX_STOPS or len(self.stop_token_ids) > MAX_STOPS:
+            raise UserError(f"stop and stop_token_ids take at most {MAX_STOPS} entries each")
         for s in stop:
-            if not isinstance(s, str) or not s:
-                raise UserError(f"stop must be non-empty strings, got {s!r}")
+            if not isinstance(s, str) or not s or len(s) > MAX_STOP_CHARS:
+                raise UserError(f"stop must be non-empty strings of at most {MAX_STOP_CHARS} characters, got {s!r:.80}")
         for t in self.stop_token_ids:
             _check_int("stop_token_ids", t)
-            if t < 0:
-                raise UserError(f"stop_token_ids must be >= 0, got {t}")
+            if not 0 <= t <= INT32_MAX:
+                raise UserError(f"stop_token_ids must be in [0, {INT32_MAX}], got {t}")
+        if not isinstance(self.ignore_eos, (bool, np.bool_)):
+            raise UserError(f"ignore_eos must be true or false, got {self.ignore_eos!r}")
+        if not isinstance(self.include_stop_str_in_output, (bool, np.bool_)):
+            raise UserError(f"include_stop_str_in_output must be true or false, got {self.include_stop_str_in_output!r}")
 
     @property
     def greedy(self) -> bool:

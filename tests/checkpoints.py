@@ -26,6 +26,34 @@ FAMILIES = {
     # Qwen3-0.6B: q/k norm, explicit head_dim larger than hidden/heads
     "qwen3": ("Qwen3Config", dict(num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=True,
                                  rope_theta=1000000.0)),
+    # Qwen3-30B-A3B: q/k norm, 8 experts top-2 unnormalised, a dense layer among MoE ones (mlp_only_layers)
+    "qwen3_moe": ("Qwen3MoeConfig", dict(num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_experts=8,
+                                         num_experts_per_tok=2, moe_intermediate_size=32, norm_topk_prob=False,
+                                         mlp_only_layers=[1], decoder_sparse_step=1, tie_word_embeddings=False,
+                                         rope_theta=1000000.0)),
+    # Mixtral-8x7B: top-2 of 4 experts (renormalised), MQA, a window shorter than the prompt
+    "mixtral": ("MixtralConfig", dict(num_attention_heads=4, num_key_value_heads=1, num_local_experts=4,
+                                      num_experts_per_tok=2, sliding_window=7, tie_word_embeddings=False)),
+    # Gemma-3-1B: 1 + w norms, sandwich norms, GeGLU, q/k norm, sliding/full layers with their own rope bases,
+    # query_pre_attn_scalar != head_dim, tied head (small initial weights: else a random model repeats one token)
+    "gemma3": ("Gemma3TextConfig", dict(initializer_range=0.02, num_attention_heads=4, num_key_value_heads=1, head_dim=16, sliding_window=6,
+                                        layer_types=["sliding_attention", "full_attention"], query_pre_attn_scalar=24,
+                                        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                                         "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}})),
+    # Gemma-2-2B: attention and final logit soft-caps (small, so that they bite), alternating windows; untied,
+    # since a tied head over embeddings scaled by sqrt(hidden) makes a random model repeat its last token
+    "gemma2": ("Gemma2Config", dict(num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=6,
+                                    query_pre_attn_scalar=16, attn_logit_softcapping=1.0, final_logit_softcapping=3.0,
+                                    tie_word_embeddings=False)),
+    # Phi-4-mini: q/k/v and gate/up stored fused, partial rotary (3/4 of each head rotates), tied head
+    "phi3": ("Phi3Config", dict(num_attention_heads=4, num_key_value_heads=2, partial_rotary_factor=0.75,
+                                tie_word_embeddings=True, pad_token_id=0)),
+    # Phi-3-mini-128k / Phi-4-mini: longrope (short factors up to original_max_position_embeddings), partial rotary
+    "phi3_longrope": ("Phi3Config", dict(num_attention_heads=4, num_key_value_heads=2, partial_rotary_factor=0.75,
+                                         max_position_embeddings=512, original_max_position_embeddings=256, pad_token_id=0,
+                                         rope_scaling={
+                                             "rope_type": "longrope", "short_factor": [1.0, 1.3, 1.7, 2.2, 2.9, 3.5],
+                                             "long_factor": [2.0, 2.5, 3.0, 4.0, 5.0, 6.0]})),
     # Llama with linear rope scaling, MHA, untied
     "llama_linear": ("LlamaConfig", dict(num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=False,
                                         rope_scaling={"rope_type": "linear", "factor": 2.0})),
@@ -36,7 +64,7 @@ def make_checkpoint(family: str, out: Path, dtype: torch.dtype = torch.float32, 
     import transformers
 
     config_name, extra = FAMILIES[family]
-    config = getattr(transformers, config_name)(**TINY, **extra)
+    config = getattr(transformers, config_name)(**{**TINY, **extra})
     config.eos_token_id = 2
     config.bos_token_id = 1
     torch.manual_seed(seed)

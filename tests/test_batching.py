@@ -14,7 +14,8 @@ def bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp("batching")
     model_dir = make_checkpoint("qwen3", root / "hf")
     out = root / "bundle"
-    build(model_dir, out, BuildConfig(target="cpu", dtype="float32", max_seq_len=64, max_num_batched_tokens=32, kv_block_size=4))
+    build(model_dir, out, BuildConfig(target="cpu", dtype="float32", max_batch_size=8, max_seq_len=64, max_num_batched_tokens=32,
+                                      kv_block_size=4))
     return out
 
 

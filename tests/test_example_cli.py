@@ -38,7 +38,7 @@ def test_inspect_names_every_node_impl(bundle):
     assert nodes and all(entry["provider"] == "native" for entry in nodes.values())
     assert any(key.startswith("decode_b1/") for key in nodes) and any(key.startswith("prefill_t") for key in nodes)
     text = llmc("inspect", bundle).stdout
-    assert "decode [1, 2, 4, 8]" in text and "qkv_rope_cache" in text
+    assert "decode [1, 2, 4, 8, 16, 32, 64, 128, 256]" in text and "qkv_rope_cache" in text
 
 
 def test_pack_then_run_and_verify_the_archive(bundle, tmp_path):

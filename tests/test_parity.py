@@ -22,7 +22,7 @@ def family(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
     model_dir = make_checkpoint(request.param, root / "hf")
     out = root / "bundle"
-    build(model_dir, out, BuildConfig(target="cpu", dtype="float32", max_seq_len=96, max_num_batched_tokens=32))
+    build(model_dir, out, BuildConfig(target="cpu", dtype="float32", max_batch_size=8, max_seq_len=96, max_num_batched_tokens=32))
     hf = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     return request.param, Engine.load(out), hf
 

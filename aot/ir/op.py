@@ -28,7 +28,7 @@ class Impl:
 
     `fn` has the op's signature. For a `native`-style impl it computes the result with torch;
     for a kernel impl (`launches=True`) it returns the list of kernel launches that compute it
-    (see `llmc.kernels.launch`), which both the build (ahead of time) and tests (eagerly) use.
+    (see `llmc.aot.launch`), which both the build (ahead of time) and tests (eagerly) use.
     """
 
     op: "IrOp"
@@ -47,7 +47,7 @@ class Impl:
     def __call__(self, *args):
         if not self.launches:
             return self.fn(*args)
-        from llmc.kernels.launch import run_eager
+        from llmc.aot.launch import run_eager
 
         return run_eager(self, args)
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import torch.fx
 
-from . import fuse_add_norm, fuse_linear_prologue, fuse_rope_cache, merge_linears
+from . import fp8_linears, fuse_add_norm, fuse_linear_prologue, fuse_rope_cache, merge_linears
 from .dce import eliminate_dead_code
 from .rewrite import PassContext, Rule, apply_rules
 
 STAGES: list[tuple[str, list[Rule]]] = [
+    ("fp8_linears", fp8_linears.TO_FP8),
     ("fuse_add_rms_norm", fuse_add_norm.RULES),
-    ("merge_linears", merge_linears.RULES),
+    ("merge_linears", merge_linears.RULES + fp8_linears.MERGE),
     ("fuse_rope_cache", fuse_rope_cache.RULES),
-    ("fuse_linear_prologue", fuse_linear_prologue.RULES),
+    ("fuse_linear_prologue", fuse_linear_prologue.RULES + fp8_linears.PROLOGUE),
 ]
 
 

@@ -30,15 +30,19 @@ def _norm_linear(node, ctx: PassContext):
     return None
 
 
-def _silu_mul_linear(node, ctx: PassContext):
-    # linear(silu_and_mul(x), W, b) -> silu_mul_linear(x, W, b)
+GATED = {"silu_and_mul": "silu_mul_linear", "gelu_tanh_and_mul": "gelu_tanh_mul_linear"}  # activation -> fused op
+
+
+def _gated_linear(node, ctx: PassContext):
+    # linear(act_and_mul(x), W, b) -> act_mul_linear(x, W, b), act = silu | gelu_tanh
     x, weight, bias = node.args
-    if not is_op(x, "silu_and_mul") or len(x.users) != 1:
+    fused = next((GATED[op] for op in GATED if is_op(x, op)), None)
+    if fused is None or len(x.users) != 1:
         return None
-    return call(node.graph, "silu_mul_linear", x.args[0], weight, bias)
+    return call(node.graph, fused, x.args[0], weight, bias)
 
 
 RULES = [
     Rule("linear", _norm_linear, "linear(rms_norm(x [+ r])) -> norm_linear(x, r)", inherit_name=True),
-    Rule("linear", _silu_mul_linear, "linear(silu_and_mul(x)) -> silu_mul_linear(x)", inherit_name=True),
+    Rule("linear", _gated_linear, "linear(act_and_mul(x)) -> act_mul_linear(x)", inherit_name=True),
 ]

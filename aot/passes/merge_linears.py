@@ -1,11 +1,11 @@
 """Sibling linears that read the same input -> one linear over concatenated weights.
 
-The weights are concatenated here, once, at build time. q/k/v becomes qkv_proj and gate/up
-becomes gate_up_proj; a `split` hands each consumer its columns until later rules remove it.
+The merged weight is a lazy concatenation (`aot/weights.py`): the writer makes it, once, when it
+streams the bundle. q/k/v becomes qkv_proj and gate/up becomes gate_up_proj; a `split` hands each
+consumer its columns until later rules remove it.
 """
 
-import torch
-
+from ..weights import concat, shape_of
 from .rewrite import PassContext, Rule, add_weight, call, erase_unused, is_getitem, is_op, item, weight_name
 
 
@@ -34,14 +34,20 @@ def _merge_siblings(node, ctx: PassContext):
         return None
     graph = node.graph
     name = _merged_name(weights)
-    weight = add_weight(graph, ctx, name + ".weight", torch.cat([ctx.params[w] for w in weights]))
+    weight = add_weight(graph, ctx, name + ".weight", concat([ctx.params[w] for w in weights]))
     bias = None
     if biases[0] is not None:
-        bias = add_weight(graph, ctx, name + ".bias", torch.cat([ctx.params[weight_name(b)] for b in biases]))
-    sizes = [ctx.params[w].shape[0] for w in weights]
+        bias = add_weight(graph, ctx, name + ".bias", concat([ctx.params[weight_name(b)] for b in biases]))
+    sizes = [shape_of(ctx.params[w])[0] for w in weights]
+    return merged_split(group, "linear", (node.args[0], weight, bias), name, sizes)
+
+
+def merged_split(group: list, op: str, args: tuple, name: str, sizes: list[int]):
+    """One `op` node in place of the sibling `group`, its columns split back among the siblings' users."""
+    graph = group[0].graph
     order = {n: i for i, n in enumerate(graph.nodes)}
     with graph.inserting_before(min(group, key=order.__getitem__)):
-        merged = call(graph, "linear", node.args[0], weight, bias, name=name.replace(".", "_"))
+        merged = call(graph, op, *args, name=name.replace(".", "_"))
         parts = call(graph, "split", merged, sizes)
         pieces = [item(graph, parts, i) for i in range(len(group))]
     for old, new in zip(group[1:], pieces[1:]):

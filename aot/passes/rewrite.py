@@ -18,7 +18,7 @@ from ..ir import OPS, op_of
 
 @dataclass
 class PassContext:
-    params: dict[str, torch.Tensor]  # IR parameters; weight transforms edit them in place
+    params: dict  # IR parameter -> Weight (or tensor); weight-transforming rules add lazy Weights
     log: list[str] = field(default_factory=list)
 
 
@@ -70,8 +70,8 @@ def weight_name(node) -> str | None:
     return None
 
 
-def add_weight(graph: torch.fx.Graph, ctx: PassContext, name: str, tensor: torch.Tensor) -> torch.fx.Node:
-    ctx.params[name] = tensor
+def add_weight(graph: torch.fx.Graph, ctx: PassContext, name: str, weight) -> torch.fx.Node:
+    ctx.params[name] = weight
     first = next(n for n in graph.nodes if n.op != "placeholder")
     with graph.inserting_before(first):
         node = graph.placeholder("weight_" + name.replace(".", "_"))

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from llmc.artifacts.manifest import DTYPES
 from llmc.errors import BundleError
+
+CPU_KV_BYTES = 2 << 30  # the default KV pool on the cpu backend
+
+PADS = {"slot_mapping": -1, "top_p": 1.0}  # FORMAT.md's padding; every other input pads with 0
 
 
 class CpuBackend:
@@ -34,17 +39,25 @@ class CpuBackend:
         dtype = getattr(torch, kv["dtype"])
         self.kv = [(torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)) for _ in range(kv["num_layers"])]
         self.arena = torch.empty(max(bundle.plan(n)["arena_bytes"] for n in bundle.plans()), dtype=torch.uint8)
+        self._plans: dict[str, dict] = {}
+        self._inputs: dict[str, dict[str, np.ndarray]] = {}
+        self._last_tokens = np.zeros(0, dtype=np.int32)
         self.load_summary = {"weights_bytes": sum(t.numel() * t.element_size() for t in self.weights.values()),
                              "kv_tokens": num_kv_blocks * kv["block_size"]}
 
     @classmethod
-    def open(cls, bundle, *, num_kv_blocks: int | None = None, **_) -> "CpuBackend":
+    def open(cls, bundle, *, num_kv_blocks: int | None = None, kv_cache_bytes: int = CPU_KV_BYTES, **_) -> "CpuBackend":
+        """`num_kv_blocks` by default: as many as `kv_cache_bytes` hold, at most what the largest
+        batch at full context can use."""
         if bundle.manifest["target"]["backend"] != "cpu":
             target = bundle.manifest["target"]["name"]
             raise BundleError(f"bundle built for {target}; the cpu device runs cpu bundles only: rebuild with --target cpu")
-        kv = bundle.manifest["kv_cache"]
-        blocks_per_seq = -(-bundle.manifest["build"]["max_seq_len"] // kv["block_size"])
-        return cls(bundle, num_kv_blocks or blocks_per_seq * bundle.manifest["build"]["max_batch_size"])
+        if num_kv_blocks is None:
+            kv, build = bundle.manifest["kv_cache"], bundle.manifest["build"]
+            blocks_per_seq = -(-build["max_seq_len"] // kv["block_size"])
+            per_block = 2 * kv["num_layers"] * kv["block_size"] * kv["num_kv_heads"] * kv["head_dim"] * DTYPES[kv["dtype"]]
+            num_kv_blocks = max(blocks_per_seq, min(blocks_per_seq * build["max_batch_size"], kv_cache_bytes // per_block))
+        return cls(bundle, num_kv_blocks)
 
     def _buffer(self, plan: dict, name: str):
         spec = plan["buffers"][name]
@@ -79,6 +92,35 @@ class CpuBackend:
         tokens = self._buffer(plan, plan["outputs"]["next_tokens"]).numpy().copy()
         logits = self._buffer(plan, plan["outputs"]["logits"]).float().numpy().copy() if want_logits else None
         return tokens, logits
+
+    # -- the runner's protocol: fill `inputs(plan)` in place, `launch`, `wait` --------------------
+
+    def inputs(self, plan_name: str) -> dict[str, np.ndarray]:
+        views = self._inputs.get(plan_name)
+        if views is None:
+            plan = self._plan(plan_name)
+            views = self._inputs[plan_name] = {
+                key: np.full(spec["shape"], PADS.get(key, 0), dtype=spec["dtype"]) for key, spec in plan["inputs"].items()
+            }
+        return views
+
+    def launch(self, plan_name: str, feed=(), want_logits: bool = False):
+        """Runs at once (the cpu is its own device); `feed` copies (input row, previous token row)."""
+        views = self.inputs(plan_name)
+        for dst, src in feed:
+            views["input_ids"][dst] = self._last_tokens[src]
+        tokens, logits = self.run(self._plan(plan_name), views, want_logits)
+        self._last_tokens = tokens
+        return tokens, logits
+
+    def wait(self, handle):
+        return handle
+
+    def _plan(self, name: str) -> dict:
+        plan = self._plans.get(name)
+        if plan is None:
+            plan = self._plans[name] = self.bundle.plan(name)
+        return plan
 
     def close(self) -> None:
         self.kv, self.weights = [], {}

@@ -8,18 +8,13 @@ Nothing here imports torch or triton.
 
 from __future__ import annotations
 
-import ctypes
-
-from llmc.errors import LlmcError
 from llmc.runtime.compat import DeviceInfo
 
+from .driver import CheckedCalls, DriverError, host_array  # noqa: F401  (host_array: re-exported)
 
-class CudaError(LlmcError):
+
+class CudaError(DriverError):
     """A CUDA driver call failed."""
-
-    def __init__(self, message: str, func: str = "", error: str = ""):
-        super().__init__(message)
-        self.func, self.error = func, error
 
 
 def import_driver():
@@ -35,7 +30,24 @@ def import_driver():
     return driver
 
 
-class Driver:
+class Driver(CheckedCalls):
+    """The driver layer (driver.py) over cuda-python."""
+
+    name, vendor = "cuda", "NVIDIA"
+    error_type = CudaError
+    launch_func = "cuLaunchKernel"
+    bad_image_codes = ("NO_BINARY_FOR_GPU", "INVALID_IMAGE", "UNSUPPORTED_PTX")
+    CALLS = {"retain_context": "cuDevicePrimaryCtxRetain", "set_current": "cuCtxSetCurrent",
+             "release_context": "cuDevicePrimaryCtxRelease", "mem_info": "cuMemGetInfo", "alloc": "cuMemAlloc",
+             "free": "cuMemFree", "alloc_host": "cuMemHostAlloc", "free_host": "cuMemFreeHost",
+             "memset_d8": "cuMemsetD8Async", "copy_htod": "cuMemcpyHtoDAsync", "copy_dtoh": "cuMemcpyDtoHAsync",
+             "copy_dtod": "cuMemcpyDtoDAsync", "stream_destroy": "cuStreamDestroy", "sync": "cuStreamSynchronize",
+             "event_record": "cuEventRecord", "event_sync": "cuEventSynchronize", "event_destroy": "cuEventDestroy",
+             "elapsed_ms": "cuEventElapsedTime", "load_module": "cuModuleLoadData",
+             "module_unload": "cuModuleUnload", "get_function": "cuModuleGetFunction",
+             "end_capture": "cuStreamEndCapture", "graph_upload": "cuGraphUpload", "graph_launch": "cuGraphLaunch",
+             "graph_destroy": "cuGraphDestroy", "graph_exec_destroy": "cuGraphExecDestroy"}
+
     def __init__(self, module=None):
         self.mod = import_driver() if module is None else module
         self.success = self.mod.CUresult.CUDA_SUCCESS
@@ -94,65 +106,25 @@ class Driver:
         return dev, DeviceInfo(name=name, major=int(major), minor=int(minor), total_memory=total,
                                free_memory=total, ordinal=ordinal)
 
-    def retain_context(self, dev):
-        ctx = self.call("cuDevicePrimaryCtxRetain", dev)
-        self.call("cuCtxSetCurrent", ctx)
-        return ctx
-
-    def mem_info(self) -> tuple[int, int]:
-        free, total = self.call("cuMemGetInfo")
-        return int(free), int(total)
-
-    # ---- memory ----------------------------------------------------------------------------
-
-    def alloc(self, nbytes: int) -> int:
-        return int(self.call("cuMemAlloc", max(int(nbytes), 1)))
-
-    def free(self, ptr: int) -> None:
-        self.call("cuMemFree", ptr)
-
-    def alloc_host(self, nbytes: int) -> int:
-        """Pinned (page-locked) host memory, the source of every async host-to-device copy."""
-        return int(self.call("cuMemHostAlloc", max(int(nbytes), 1), 0))
-
-    def free_host(self, ptr: int) -> None:
-        self.call("cuMemFreeHost", ptr)
-
-    def memset_d8(self, ptr: int, value: int, nbytes: int, stream) -> None:
-        if nbytes:
-            self.call("cuMemsetD8Async", ptr, value, nbytes, stream)
-
-    def copy_htod(self, dst: int, src_host: int, nbytes: int, stream) -> None:
-        self.call("cuMemcpyHtoDAsync", dst, src_host, nbytes, stream)
-
-    def copy_dtoh(self, dst_host: int, src: int, nbytes: int, stream) -> None:
-        self.call("cuMemcpyDtoHAsync", dst_host, src, nbytes, stream)
-
-    def copy_dtod(self, dst: int, src: int, nbytes: int, stream) -> None:
-        self.call("cuMemcpyDtoDAsync", dst, src, nbytes, stream)
+    def device_attribute(self, attr: str, dev) -> int:
+        return int(self.call("cuDeviceGetAttribute", self.device_attr(attr), dev))
 
     # ---- streams, events -------------------------------------------------------------------
 
     def stream_create(self):
         return self.call("cuStreamCreate", int(self.mod.CUstream_flags.CU_STREAM_NON_BLOCKING))
 
-    def sync(self, stream) -> None:
-        self.call("cuStreamSynchronize", stream)
-
     def event_create(self, timing: bool = True):
         flags = self.mod.CUevent_flags.CU_EVENT_DEFAULT if timing else self.mod.CUevent_flags.CU_EVENT_DISABLE_TIMING
         return self.call("cuEventCreate", int(flags))
 
-    def elapsed_ms(self, start, end) -> float:
-        return float(self.call("cuEventElapsedTime", start, end))
-
     # ---- modules, launches, graphs ---------------------------------------------------------
 
-    def load_module(self, image: bytes):
-        return self.call("cuModuleLoadData", image)
+    def func_attribute(self, attr: str, func) -> int:
+        return int(self.call("cuFuncGetAttribute", self.func_attr(attr), func))
 
-    def get_function(self, module, name: str):
-        return self.call("cuModuleGetFunction", module, name.encode())
+    def func_set_max_dynamic_shared(self, func, nbytes: int) -> None:
+        self.call("cuFuncSetAttribute", func, self.func_attr("MAX_DYNAMIC_SHARED_SIZE_BYTES"), nbytes)
 
     def launch(self, func, grid: tuple[int, int, int], block_x: int, shared: int, stream, params_addr: int) -> None:
         self.call("cuLaunchKernel", func, grid[0], grid[1], grid[2], block_x, 1, 1, shared, stream, params_addr, 0)
@@ -161,17 +133,8 @@ class Driver:
         mode = self.mod.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
         self.call("cuStreamBeginCapture", stream, mode)
 
-    def end_capture(self, stream):
-        return self.call("cuStreamEndCapture", stream)
-
     def instantiate(self, graph):
         return self.call("cuGraphInstantiate", graph, 0)
-
-
-def host_array(ptr: int, nbytes: int):
-    """A writable ctypes byte array over host memory at `ptr` (a pinned buffer), for numpy views and readinto."""
-    return (ctypes.c_ubyte * nbytes).from_address(ptr)
-
 
 def query_device(driver: Driver | None = None, ordinal: int = 0) -> tuple[DeviceInfo | None, str]:
     """(DeviceInfo, "") for GPU `ordinal`, or (None, why) when there is no usable driver or GPU.

@@ -17,7 +17,7 @@ from typing import Callable
 
 from llmc.errors import BundleError
 
-from .cuda_driver import CudaError
+from .driver import DriverError
 
 SMEM_DEFAULT = 48 << 10  # dynamic shared memory a kernel gets without opting in
 POINTER_FORMS = ("buffer", "input", "weight", "kv_cache", "null")
@@ -99,6 +99,7 @@ def prepare_launch(
     resolve: Callable[[dict, str], int],
     scratch: dict[str, int],
     where: str,
+    warp_size: int = 32,
 ) -> PreparedLaunch:
     """Pack one launch of a plan. `resolve(ref, where)` gives a pointer-form reference's device
     address; `scratch` the global/profile scratch buffers (used only when the kernel's size > 0)."""
@@ -133,7 +134,7 @@ def prepare_launch(
                                   "rebuild the bundle")
             values.append(pack_scalar(ref["scalar"], kind, here))
     grid = grid3(launch["grid"])
-    return PreparedLaunch(label, func, grid, 32 * entry["num_warps"], entry["shared"], ParamBlock(values))
+    return PreparedLaunch(label, func, grid, warp_size * entry["num_warps"], entry["shared"], ParamBlock(values))
 
 
 def run_eager(drv, stream, launches: list[PreparedLaunch], sync_each: bool = False) -> None:
@@ -143,8 +144,8 @@ def run_eager(drv, stream, launches: list[PreparedLaunch], sync_each: bool = Fal
             drv.launch(launch.func, launch.grid, launch.block_x, launch.shared, stream, launch.params.address)
             if sync_each:
                 drv.sync(stream)
-        except CudaError as e:
-            raise CudaError(f"{e} at {launch.label}", e.func, e.error) from None
+        except DriverError as e:
+            raise type(e)(f"{e} at {launch.label}", e.func, e.error) from None
 
 
 def capture_graph(drv, stream, launches: list[PreparedLaunch], label: str):
@@ -154,26 +155,27 @@ def capture_graph(drv, stream, launches: list[PreparedLaunch], label: str):
         run_eager(drv, stream, launches)
     except BaseException:
         try:  # leave the stream usable
-            drv.call("cuGraphDestroy", drv.end_capture(stream))
+            drv.graph_destroy(drv.end_capture(stream))
         except Exception:
             pass
         raise
     graph = drv.end_capture(stream)
     try:
         graph_exec = drv.instantiate(graph)
-    except CudaError as e:
-        raise CudaError(f"{e} instantiating the graph of {label}", e.func, e.error) from None
+    except DriverError as e:
+        raise type(e)(f"{e} instantiating the graph of {label}", e.func, e.error) from None
     finally:
-        drv.call("cuGraphDestroy", graph)
-    drv.call("cuGraphUpload", graph_exec, stream)
+        drv.graph_destroy(graph)
+    drv.graph_upload(graph_exec, stream)
     return graph_exec
 
 
-def load_kernels(drv, bundle, plans: dict[str, dict], dev, device) -> tuple[dict[str, tuple[dict, object]], list]:
+def load_kernels(drv, bundle, plans: dict[str, dict], dev, device,
+                 warp_size: int = 32) -> tuple[dict[str, tuple[dict, object]], list]:
     """Load every module the plans use, once; returns (kernel id -> (index entry, CUfunction), modules)."""
     index = bundle.kernel_index()["kernels"]
     used = dict.fromkeys(l["kernel"] for p in plans.values() for s in p["steps"] for l in s.get("launches", []))
-    optin = int(drv.call("cuDeviceGetAttribute", drv.device_attr("MAX_SHARED_MEMORY_PER_BLOCK_OPTIN"), dev))
+    optin = drv.device_attribute("MAX_SHARED_MEMORY_PER_BLOCK_OPTIN", dev)
     modules, kernels = {}, {}
     try:
         for kid in used:
@@ -181,39 +183,39 @@ def load_kernels(drv, bundle, plans: dict[str, dict], dev, device) -> tuple[dict
             if entry["file"] not in modules:
                 try:
                     modules[entry["file"]] = drv.load_module(bundle.file(entry["file"]).read_bytes())
-                except CudaError as e:
-                    if not any(code in str(e) for code in ("NO_BINARY_FOR_GPU", "INVALID_IMAGE", "UNSUPPORTED_PTX")):
+                except DriverError as e:
+                    if not any(code in str(e) for code in drv.bad_image_codes):
                         raise
                     if entry.get("target") == device.target_name:  # the arch matches: the driver is too old
-                        advice = ("update the NVIDIA driver (it may be older than the compiler that built the "
+                        advice = (f"update the {drv.vendor} driver (it may be older than the compiler that built the "
                                   "bundle), or rebuild the bundle with the Triton installed here")
                     else:
                         advice = f"rebuild with --target {device.target_name}"
                     raise BundleError(f"{entry['file']} ({entry['name']}, built for {entry.get('target')}) does not "
                                       f"load on {device.describe()}: {e}; {advice}") from None
             func = drv.get_function(modules[entry["file"]], entry["name"])
-            _configure(drv, func, entry, optin, device)
+            _configure(drv, func, entry, optin, device, warp_size)
             kernels[kid] = (entry, func)
     except BaseException:
         for module in modules.values():
             try:
-                drv.call("cuModuleUnload", module)
+                drv.module_unload(module)
             except Exception:
                 pass
         raise
     return kernels, list(modules.values())
 
 
-def _configure(drv, func, entry: dict, optin: int, device) -> None:
+def _configure(drv, func, entry: dict, optin: int, device, warp_size: int) -> None:
     """Check the block size, and opt in to more than 48 KiB of dynamic shared memory (as Triton's loader does)."""
     what = f"kernel {entry['name']} ({entry['file']})"
-    threads = drv.call("cuFuncGetAttribute", drv.func_attr("MAX_THREADS_PER_BLOCK"), func)
-    if 32 * entry["num_warps"] > threads:
-        raise BundleError(f"{what} launches {32 * entry['num_warps']} threads per block; it allows {threads} "
+    threads = drv.func_attribute("MAX_THREADS_PER_BLOCK", func)
+    if warp_size * entry["num_warps"] > threads:
+        raise BundleError(f"{what} launches {warp_size * entry['num_warps']} threads per block; it allows {threads} "
                           "on this GPU: rebuild the bundle")
     if entry["shared"] > SMEM_DEFAULT:
-        static = drv.call("cuFuncGetAttribute", drv.func_attr("SHARED_SIZE_BYTES"), func)
+        static = drv.func_attribute("SHARED_SIZE_BYTES", func)
         if entry["shared"] > optin - static:
             raise BundleError(f"{what} needs {entry['shared']} bytes of shared memory; {device.name} allows "
                               f"{optin - static}: rebuild with the right --target")
-        drv.call("cuFuncSetAttribute", func, drv.func_attr("MAX_DYNAMIC_SHARED_SIZE_BYTES"), optin - static)
+        drv.func_set_max_dynamic_shared(func, optin - static)

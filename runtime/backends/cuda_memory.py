@@ -98,7 +98,7 @@ def upload_weights(drv, layout: WeightLayout, base: int, stream, staging_bytes: 
     The file is read sequentially in chunks; the pieces of the tensors inside a chunk are copied
     to their slots while the next chunk is read into the other buffer.
     """
-    from .cuda_driver import host_array
+    from .driver import host_array
 
     if not layout.slots:
         return
@@ -119,7 +119,7 @@ def upload_weights(drv, layout: WeightLayout, base: int, stream, staging_bytes: 
                 for chunk in range(first, last, staging_bytes):
                     b = k % 2
                     if used[b]:
-                        drv.call("cuEventSynchronize", events[b])
+                        drv.event_sync(events[b])
                     n = min(staging_bytes, last - chunk)
                     _read_exact(f, memoryview(host_array(buffers[b], n)), path)
                     while i < len(slots) and slots[i].end <= chunk:
@@ -130,7 +130,7 @@ def upload_weights(drv, layout: WeightLayout, base: int, stream, staging_bytes: 
                         lo, hi = max(s.begin, chunk), min(s.end, chunk + n)
                         if hi > lo:
                             drv.copy_htod(base + s.offset + (lo - s.begin), buffers[b] + (lo - chunk), hi - lo, stream)
-                    drv.call("cuEventRecord", events[b], stream)
+                    drv.event_record(events[b], stream)
                     used[b] = True
                     k += 1
         drv.sync(stream)
@@ -140,7 +140,7 @@ def upload_weights(drv, layout: WeightLayout, base: int, stream, staging_bytes: 
         except Exception:
             pass
         for event in events:
-            drv.call("cuEventDestroy", event)
+            drv.event_destroy(event)
         for ptr in buffers:
             drv.free_host(ptr)
 
@@ -191,14 +191,16 @@ class KvSpec:
 
 def kv_blocks_for_memory(free: int, utilization: float, reserve: int, spec: KvSpec, cap: int) -> tuple[int, str]:
     """(number of KV blocks, what limited it): floor((free * utilization - reserve) / bytes_per_block),
-    but never more than `cap`, the most the largest decode batch can ever use."""
+    where `free` is what is left after the weights and the arena; never more than `cap` blocks, nor
+    more slots than an int32 slot index can name."""
+    cap = min(cap, (2**31 - 1) // spec.block_size)
     budget = int(free * utilization) - reserve
     by_memory = max(0, budget // spec.bytes_per_block)
     # total_bytes pads each of the 2L pools to 256 bytes; leave room for that padding
     while by_memory and spec.total_bytes(by_memory) > budget:
         by_memory -= 1
     if by_memory >= cap:
-        return cap, "max_batch_size x max_seq_len"
+        return cap, "block count limit"
     return by_memory, "gpu memory"
 
 
@@ -258,7 +260,7 @@ def input_offsets(plan: dict) -> tuple[dict[str, int], int]:
 
 def host_view(ptr: int, shape, dtype: str) -> np.ndarray:
     """A numpy array over pinned host memory at `ptr` (no copy)."""
-    from .cuda_driver import host_array
+    from .driver import host_array
 
     nbytes = math.prod(shape) * DTYPES[dtype]
     raw = np.frombuffer(host_array(ptr, max(nbytes, 1)), dtype=np.uint8)[:nbytes]
@@ -285,17 +287,17 @@ def copy_bandwidth(drv, stream, nbytes: int = 1 << 30, iters: int = 10, repeats:
         drv.copy_dtod(dst, src, nbytes, stream)  # warm-up
         rates = []
         for _ in range(repeats):
-            drv.call("cuEventRecord", start, stream)
+            drv.event_record(start, stream)
             for _ in range(iters):
                 drv.copy_dtod(dst, src, nbytes, stream)
-            drv.call("cuEventRecord", end, stream)
-            drv.call("cuEventSynchronize", end)
+            drv.event_record(end, stream)
+            drv.event_sync(end)
             rates.append(2 * nbytes * iters / (drv.elapsed_ms(start, end) / 1e3))
         return float(sorted(rates)[len(rates) // 2])
     finally:
         for event in (start, end):
             if event is not None:
-                drv.call("cuEventDestroy", event)
+                drv.event_destroy(event)
         for ptr in (src, dst):
             if ptr is not None:
                 drv.free(ptr)

@@ -26,12 +26,13 @@ class Unavailable(Exception):
 
 
 class RequestStream:
-    """The asyncio side of one request: its outputs in order, then the end."""
+    """The asyncio side of one request: its outputs in order (of all its `samples`), then the end."""
 
-    def __init__(self, request_id: str, engine_loop: "EngineLoop"):
+    def __init__(self, request_id: str, engine_loop: "EngineLoop", samples: int = 1):
         self.request_id = request_id
         self.admitted = asyncio.get_running_loop().create_future()
         self.finished = False
+        self._unfinished_samples = samples
         self._engine_loop = engine_loop
         self._outputs: asyncio.Queue = asyncio.Queue()
 
@@ -41,7 +42,8 @@ class RequestStream:
             if isinstance(item, BaseException):
                 self.finished = True
                 raise item
-            self.finished = item.finished
+            self._unfinished_samples -= item.finished
+            self.finished = self._unfinished_samples == 0
             yield item
 
     def put(self, item) -> None:
@@ -58,6 +60,7 @@ class RequestStream:
 class _Tracked:
     stream: RequestStream
     arrival: float
+    unfinished_samples: int = 1
     last_token: float | None = None
 
 
@@ -106,7 +109,7 @@ class EngineLoop:
             raise Unavailable("the server is shutting down")
         if self.queued >= self.max_waiting:
             raise Unavailable(f"the server is overloaded: {self.max_waiting} requests are waiting; retry later")
-        stream = RequestStream(request_id, self)
+        stream = RequestStream(request_id, self, params.n)
         self._pending += 1
         self._inbox.put(partial(self._add, request_id, prompt_token_ids, params, stream, time.monotonic()))
         try:
@@ -167,7 +170,7 @@ class EngineLoop:
         except Exception as e:  # UserError: a prompt the engine can never serve
             self._call(self._admitted, stream, e, self.engine.stats()["num_waiting"])
             return
-        self._tracked[request_id] = _Tracked(stream, arrival)
+        self._tracked[request_id] = _Tracked(stream, arrival, params.n)
         self._call(self._admitted, stream, None, self.engine.stats()["num_waiting"])
 
     def _abort(self, request_id: str) -> None:
@@ -191,7 +194,8 @@ class EngineLoop:
             self._observe(tracked, out, now)
             # a request the engine failed alone (its step failed): an error for its client, not a finish
             self._call(tracked.stream.put, RuntimeError(f"the request failed: {out.error}") if out.error else out)
-            if out.finished:
+            tracked.unfinished_samples -= out.finished
+            if tracked.unfinished_samples == 0:
                 del self._tracked[out.request_id]
         self._publish_stats()
 

@@ -8,6 +8,8 @@ import json
 import time
 import uuid
 
+from .tool_stream import ToolCallSplitter
+
 DONE = "data: [DONE]\n\n"
 
 
@@ -38,40 +40,85 @@ class _Response:
 class TextCompletion(_Response):
     prefix = "cmpl"
 
-    def response(self, text: str, finish_reason: str, usage: dict) -> dict:
-        return self._object("text_completion", [self._choice(text, finish_reason)], usage)
+    def response(self, choices: list[tuple[str, str]], usage: dict) -> dict:
+        """`choices`: (text, finish_reason) per sample."""
+        return self._object("text_completion", [self._choice(text, reason, i) for i, (text, reason) in
+                                                enumerate(choices)], usage)
 
-    def opening_chunk(self) -> dict | None:
-        return None
+    def opening_chunks(self, index: int) -> list[dict]:
+        return []
 
-    def chunk(self, text: str, finish_reason: str | None = None) -> dict:
-        return self._object("text_completion", [self._choice(text, finish_reason)])
+    def chunks(self, text: str, finish_reason: str | None = None, index: int = 0) -> list[dict]:
+        if not text and finish_reason is None:
+            return []
+        return [self._object("text_completion", [self._choice(text, finish_reason, index)])]
 
     def usage_chunk(self, usage: dict) -> dict:
         return self._object("text_completion", [], usage)
 
     @staticmethod
-    def _choice(text: str, finish_reason: str | None) -> dict:
-        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+    def _choice(text: str, finish_reason: str | None, index: int) -> dict:
+        return {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
 
 
 class ChatCompletion(_Response):
+    """With `tool_calls`, the output's Hermes `<tool_call>` blocks become the message's tool_calls."""
+
     prefix = "chatcmpl"
 
-    def response(self, text: str, finish_reason: str, usage: dict) -> dict:
+    def __init__(self, model: str, tool_calls: bool = False):
+        super().__init__(model)
+        self.tool_calls = tool_calls
+        self._splitters: dict[int, ToolCallSplitter] = {}  # per sample
+
+    def response(self, choices: list[tuple[str, str]], usage: dict) -> dict:
+        """`choices`: (text, finish_reason) per sample."""
+        return self._object("chat.completion", [self._message(text, reason, i) for i, (text, reason) in
+                                                enumerate(choices)], usage)
+
+    def _message(self, text: str, finish_reason: str, index: int) -> dict:
         message = {"role": "assistant", "content": text}
-        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
-        return self._object("chat.completion", [choice], usage)
+        if self.tool_calls:
+            splitter = self._splitter(index)
+            events = splitter.feed(text) + splitter.finish()
+            calls = [event.to_openai(i) for i, event in enumerate(e for e in events if not isinstance(e, str))]
+            if calls:
+                message = {"role": "assistant", "content": "".join(e for e in events if isinstance(e, str)) or None,
+                           "tool_calls": [{k: v for k, v in call.items() if k != "index"} for call in calls]}
+                finish_reason = self._finish_reason(finish_reason, index)
+        return {"index": index, "message": message, "logprobs": None, "finish_reason": finish_reason}
 
-    def opening_chunk(self) -> dict | None:
-        return self._chunk({"role": "assistant", "content": ""}, None)
+    def opening_chunks(self, index: int) -> list[dict]:
+        return [self._chunk({"role": "assistant", "content": ""}, None, index)]
 
-    def chunk(self, text: str, finish_reason: str | None = None) -> dict:
-        return self._chunk({"content": text} if text else {}, finish_reason)
+    def chunks(self, text: str, finish_reason: str | None = None, index: int = 0) -> list[dict]:
+        if not self.tool_calls:
+            if not text and finish_reason is None:
+                return []
+            return [self._chunk({"content": text} if text else {}, finish_reason, index)]
+        splitter = self._splitter(index)
+        events = splitter.feed(text) + (splitter.finish() if finish_reason is not None else [])
+        chunks, call = [], splitter.num_calls - sum(not isinstance(e, str) for e in events)
+        for event in events:
+            if isinstance(event, str):
+                chunks.append(self._chunk({"content": event}, None, index))
+            else:
+                chunks.append(self._chunk({"tool_calls": [event.to_openai(call)]}, None, index))
+                call += 1
+        if finish_reason is not None:
+            chunks.append(self._chunk({}, self._finish_reason(finish_reason, index), index))
+        return chunks
 
     def usage_chunk(self, usage: dict) -> dict:
         return self._object("chat.completion.chunk", [], usage)
 
-    def _chunk(self, delta: dict, finish_reason: str | None) -> dict:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    def _splitter(self, index: int) -> ToolCallSplitter:
+        return self._splitters.setdefault(index, ToolCallSplitter())
+
+    def _finish_reason(self, finish_reason: str, index: int) -> str:
+        # as vLLM: a response that made calls ends for them, unless it ran out of tokens
+        return "tool_calls" if self._splitters[index].num_calls and finish_reason == "stop" else finish_reason
+
+    def _chunk(self, delta: dict, finish_reason: str | None, index: int) -> dict:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return self._object("chat.completion.chunk", [choice])

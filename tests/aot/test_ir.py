@@ -15,12 +15,13 @@ def _test_scale(x: torch.Tensor, factor: float) -> torch.Tensor:
     return x * factor
 
 
-@_test_scale.register_impl("small_only", targets=("sm90",), supports_args=lambda x, factor: x.shape[0] <= 4)
+@_test_scale.register_impl("small_only", targets=("sm90",), supports_args=lambda x, factor: x.shape[0] <= 4,
+                           launches=True)
 def _small(x, factor):
     return x * factor
 
 
-@_test_scale.register_impl("anywhere", targets=("sm90", "sm80"))
+@_test_scale.register_impl("anywhere", targets=("sm90", "sm80"), launches=True)
 def _anywhere(x, factor):
     return x * factor
 
@@ -78,11 +79,12 @@ def test_targets_limit_availability():
     assert choice.rejected["small_only"] == "not available on sm80"
 
 
-def test_no_native_fallback_on_gpu_unless_asked():
+def test_no_native_on_gpu_even_when_asked():  # the GPU runtimes run launches only
     node, args = _node(2)
     with pytest.raises(UserError, match="no impl for gfx942"):
         choose_impl(node, args, TARGETS["gfx942"], {})
-    assert choose_impl(node, args, TARGETS["gfx942"], {"_test_scale": ("native",)}).impl.provider == "native"
+    with pytest.raises(UserError, match="native: launches no kernel, and the hip runtime for gfx942 runs kernels only"):
+        choose_impl(node, args, TARGETS["gfx942"], {"_test_scale": ("native",)})
     assert choose_impl(node, args, TARGETS["cpu"], {}).impl.provider == "native"
 
 

@@ -1,34 +1,15 @@
 """Planning: buckets, arena placement without overlaps, scratch buffers owned by their node."""
 
-import torch
-
 from checkpoints import make_checkpoint
-from llmc.aot import ingest, model, rope
-from llmc.aot.passes import run_passes
-from llmc.aot.plan import ALIGN, buckets, plan_bucket
-from llmc.aot.target import TARGETS
-from llmc.kernels.launch import Out
+from llmc.aot.build import build
+from llmc.aot.config import BuildConfig
+from llmc.aot.plan import ALIGN, buckets
 
 
 def _planned(tmp_path, target="sm90"):
-    import llmc.kernels  # noqa: F401
-
     hf = make_checkpoint("qwen3", tmp_path / "hf")
-    spec = ingest.read_spec(hf)
-    params = ingest.read_weights(hf, spec, torch.bfloat16)
-    params[model.ROPE_TABLE] = rope.cos_sin_cache(spec.head_dim, spec.rope_theta, spec.rope_scaling, 64)
-    gm = model.trace(spec, params)
-    run_passes(gm, params)
-    kv = {"block_size": 16, "num_kv_heads": spec.num_kv_heads, "head_dim": spec.head_dim, "dtype": "bfloat16"}
-
-    def launch_refs(launch, refs, outs):
-        return {"params": [refs.of(outs[a.index] if isinstance(a, Out) else a) for a in launch.args
-                           if isinstance(a, (torch.Tensor, Out))]}
-
-    plans = {}
-    for bucket in buckets(4, 32):
-        plans[bucket.name], _ = plan_bucket(gm, bucket, params, TARGETS[target], {}, kv, 4, launch_refs)
-    return plans
+    config = BuildConfig(target=target, dtype="bfloat16", max_seq_len=64, max_batch_size=4, max_num_batched_tokens=32)
+    return build(hf, tmp_path / "out", config, stop_after="plan").plans
 
 
 def test_buckets():

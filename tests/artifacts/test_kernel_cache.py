@@ -30,7 +30,9 @@ def test_put_then_get(store):
     bin_path, json_path = store.kernels_dir / KEY[:2] / f"{KEY}.bin", store.kernels_dir / KEY[:2] / f"{KEY}.json"
     assert bin_path.read_bytes() == PAYLOAD
     record = json.loads(json_path.read_text())
-    assert record == {"key": KEY, "sha256": hashlib.sha256(PAYLOAD).hexdigest(), "size": len(PAYLOAD), "meta": META}
+    fields = {"key": KEY, "sha256": hashlib.sha256(PAYLOAD).hexdigest(), "size": len(PAYLOAD), "meta": META}
+    checksum = hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert record == {**fields, "checksum": checksum}
     assert sorted(p.name for p in bin_path.parent.iterdir()) == sorted([bin_path.name, json_path.name])  # no temp files left
 
 
@@ -48,6 +50,18 @@ def test_keys_must_be_digests(store):
             store.get(bad)
 
 
+def _edit_meta(path, **changes):
+    record = json.loads(path.read_text())
+    record["meta"].update(changes)
+    path.write_text(json.dumps(record))
+
+
+def _edit_record(path, drop):
+    record = json.loads(path.read_text())
+    del record[drop]
+    path.write_text(json.dumps(record))
+
+
 @pytest.mark.parametrize(
     "damage",
     [
@@ -56,6 +70,9 @@ def test_keys_must_be_digests(store):
         pytest.param(lambda b, j: b.unlink(), id="missing payload"),
         pytest.param(lambda b, j: j.write_text(j.read_text()[:20]), id="truncated json"),
         pytest.param(lambda b, j: j.write_text(json.dumps({"key": KEY})), id="json without digest"),
+        pytest.param(lambda b, j: _edit_meta(j, num_warps=8), id="edited launch metadata"),
+        pytest.param(lambda b, j: _edit_meta(j, shared=1 << 20), id="edited shared memory"),
+        pytest.param(lambda b, j: _edit_record(j, "checksum"), id="entry without checksum"),
     ],
 )
 def test_damaged_entry_is_a_miss_and_is_removed(store, damage):

@@ -3,7 +3,7 @@ import hashlib
 import pytest
 from bundle_samples import KERNEL_ID, KERNEL_INDEX, LOCK, MANIFEST_FIELDS, PLAN, fresh
 
-from llmc.artifacts import (FORMAT_VERSION, is_safe_relpath, root_digest, validate_kernel_index, validate_lock,
+from llmc.artifacts import (FORMAT_VERSION, dumps, is_safe_relpath, root_digest, validate_kernel_index, validate_lock,
                             validate_manifest, validate_plan)
 from llmc.errors import BundleError
 
@@ -11,14 +11,18 @@ FILES = {"b.bin": {"sha256": "b" * 64, "size": 2}, "a/x.json": {"sha256": "a" * 
 
 
 def manifest() -> dict:
-    return {**fresh(MANIFEST_FIELDS), "format_version": FORMAT_VERSION, "files": fresh(FILES),
-            "root_digest": root_digest(FILES)}
+    obj = {**fresh(MANIFEST_FIELDS), "format_version": FORMAT_VERSION, "files": fresh(FILES)}
+    return {**obj, "root_digest": root_digest(obj)}
 
 
-def test_root_digest_formula():
-    text = f"a/x.json\0{'a' * 64}\x0010\nb.bin\0{'b' * 64}\x002\n"
-    assert root_digest(FILES) == hashlib.sha256(text.encode()).hexdigest()
-    assert root_digest({}) == hashlib.sha256(b"").hexdigest()
+def test_root_digest_covers_the_whole_manifest():
+    obj = manifest()
+    body = {k: v for k, v in obj.items() if k != "root_digest"}
+    assert root_digest(obj) == hashlib.sha256(dumps(body)).hexdigest() == root_digest(body)
+    for edit in (("model", "eos_token_ids"), ("build", "max_seq_len"), ("kv_cache", "dtype")):
+        changed = fresh(obj)
+        changed[edit[0]][edit[1]] = [7] if edit[1] == "eos_token_ids" else 8 if edit[1] == "max_seq_len" else "float32"
+        assert root_digest(changed) != root_digest(obj), edit
 
 
 def test_valid_objects_pass():
@@ -57,7 +61,8 @@ DELETE = object()
     (["files", "manifest.json"], {"sha256": "a" * 64, "size": 1}, "must name a file inside the bundle"),
     (["format_version"], "1", "field 'format_version' must be an integer"),
     (["format_version"], DELETE, "field 'format_version' is missing"),
-    (["format_version"], 2, "bundle format 2 is newer than this llmc (reads 1): upgrade llmc"),
+    (["format_version"], 3, "bundle format 3 is newer than this llmc (reads 2): upgrade llmc"),
+    (["format_version"], 1, "bundle format 1 is older than this llmc reads (2): its root digest does not cover"),
     (["format_version"], 0, "bundle format 0 is not a valid format version"),
 ])
 def test_manifest_errors(path, value, message):
@@ -77,7 +82,7 @@ def test_manifest_must_be_object():
     (["name"], "decode_b4", "field 'name' must be 'decode_b2', the plan's file name"),
     (["kind"], "mixed", "field 'kind' must be 'decode' or 'prefill'"),
     (["buffers", "t1", "offset"], 8, "field 'buffers.t1.offset' must be a multiple of 256"),
-    (["buffers", "t3", "shape"], [1000], "field 'buffers.t3' ends at byte 4512, past arena_bytes 1024"),
+    (["buffers", "t3", "shape"], [1000], "field 'buffers.t3' ends at byte 5024, past arena_bytes 1536"),
     (["buffers", "t1", "dtype"], "float128", "field 'buffers.t1.dtype' must be a dtype name"),
     (["buffers", "t1", "shape"], [2, 1.5], "field 'buffers.t1.shape' must be a list of non-negative integers"),
     (["outputs", "logits"], "t9", "field 'outputs.logits' must name a buffer of 'buffers'"),

@@ -25,7 +25,7 @@ def test_round_trip(bundle, tmp_path):
         assert b.source == archive and str(tmp_path) not in str(extracted)
         for name in b.manifest["files"]:
             assert b.file(name).read_bytes() == (bundle / name).read_bytes()
-        assert b.plans() == ["decode_b2"]
+        assert b.plans() == ["decode_b2", "prefill_t16"]
     assert not extracted.exists()  # the extraction directory goes with the bundle
     assert verify_bundle(archive).ok
 
@@ -113,7 +113,7 @@ def test_truncated_archive(bundle, tmp_path):
     with pytest.raises(BundleError, match="^cut.tar: not a readable bundle archive"):
         Bundle.open(tmp_path / "cut.tar")
     (tmp_path / "cut.tar").write_bytes(data[: weights.offset])  # between members: the rest is missing
-    with pytest.raises(BundleError, match="weights/model.safetensors: listed in the manifest but missing"):
+    with pytest.raises(BundleError, match="weights/model.safetensors is listed in the manifest but not in the archive"):
         Bundle.open(tmp_path / "cut.tar")
 
 

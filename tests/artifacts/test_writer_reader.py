@@ -1,10 +1,10 @@
 import json
 
 import pytest
-from bundle_samples import KERNEL_ID, MANIFEST_FIELDS, PLAN, fresh, write_bundle
+from bundle_samples import KERNEL_ID, MANIFEST_FIELDS, PLAN, WEIGHTS, fresh, safetensors_bytes, write_bundle
 from click.testing import CliRunner
 
-from llmc.artifacts import Bundle, BundleWriter, check_output_path, dumps, loads, verify_bundle
+from llmc.artifacts import FORMAT_VERSION, Bundle, BundleWriter, check_output_path, dumps, loads, verify_bundle
 from llmc.cli.verify import verify
 from llmc.errors import BundleError, LlmcError, UserError
 
@@ -24,15 +24,15 @@ def _edit_manifest(path, **changes):
 
 def test_round_trip(bundle):
     with Bundle.open(bundle) as b:
-        assert b.manifest["format_version"] == 1
+        assert b.manifest["format_version"] == FORMAT_VERSION == 2
         assert sorted(b.manifest["files"]) == sorted([
             "impls.lock.json", "kernels/index.json", f"kernels/{KERNEL_ID}.cubin", "plans/decode_b2.json",
-            "tokenizer/tokenizer_config.json", "weights/model.safetensors"])
-        assert b.plans() == ["decode_b2"]
+            "plans/prefill_t16.json", "tokenizer/tokenizer_config.json", "weights/model.safetensors"])
+        assert b.plans() == ["decode_b2", "prefill_t16"]
         assert b.plan("decode_b2") == PLAN
         assert b.lock()["nodes"]["decode_b2/norm"]["provider"] == "triton"
         assert b.kernel_index()["kernels"][KERNEL_ID]["name"] == "rms_norm_kernel"
-        assert b.file("weights/model.safetensors").read_bytes() == b"W" * 100
+        assert b.file("weights/model.safetensors").read_bytes() == WEIGHTS
     for path in bundle.rglob("*.json"):  # every JSON file is canonical
         assert path.read_bytes() == dumps(loads(path.read_bytes(), path.name))
 
@@ -49,7 +49,7 @@ def test_bundles_are_reproducible_and_carry_no_path(tmp_path):
 
 def test_tampered_byte_fails_full_not_fast(bundle):
     weights = bundle / "weights/model.safetensors"
-    weights.write_bytes(b"X" + weights.read_bytes()[1:])
+    weights.write_bytes(weights.read_bytes()[:-1] + b"X")
     with pytest.raises(BundleError) as e:
         Bundle.open(bundle)
     assert str(e.value) == (f"{bundle}: weights/model.safetensors: sha256 does not match the manifest; the bundle "
@@ -59,12 +59,13 @@ def test_tampered_byte_fails_full_not_fast(bundle):
 
 def test_fast_catches_size_change(bundle):
     (bundle / "weights/model.safetensors").write_bytes(b"W" * 99)
-    with pytest.raises(BundleError, match="weights/model.safetensors: 99 bytes, the manifest says 100"):
+    with pytest.raises(BundleError, match=f"weights/model.safetensors: 99 bytes, the manifest says {len(WEIGHTS)}"):
         Bundle.open(bundle, verify="fast")
 
 
 @pytest.mark.parametrize("version, message", [
-    (2, "bundle format 2 is newer than this llmc (reads 1): upgrade llmc"),
+    (3, "bundle format 3 is newer than this llmc (reads 2): upgrade llmc"),
+    (1, "bundle format 1 is older than this llmc reads (2): its root digest does not cover the manifest; rebuild"),
     ("1", "field 'format_version' must be an integer"),
     (None, "field 'format_version' must be an integer"),
 ])
@@ -105,13 +106,13 @@ def test_edited_manifest_breaks_root_digest(bundle):
     (bundle / "manifest.json").write_bytes(dumps(manifest))
     report = verify_bundle(bundle)
     assert [m.kind for m in report.mismatches] == ["root_digest", "sha256"]
-    assert "manifest.json: root_digest does not match the files it lists" in report.mismatches[0].message
+    assert "manifest.json: root_digest does not match the manifest" in report.mismatches[0].message
 
 
 @pytest.mark.parametrize("content, message", [
     (b'{"format_version": 1,', "manifest.json: invalid JSON"),
     (b'[]', "manifest.json: must be a JSON object"),
-    (b'{"format_version": 1}', "manifest.json: field 'llmc_version' is missing"),
+    (b'{"format_version": 2}', "manifest.json: field 'llmc_version' is missing"),
 ])
 def test_bad_manifest(bundle, content, message):
     (bundle / "manifest.json").write_bytes(content)
@@ -152,7 +153,7 @@ def test_cpu_bundle_has_empty_kernel_index(tmp_path):
     with BundleWriter(tmp_path / "cpu.llmc") as w:
         w.write_json("impls.lock.json", {"nodes": {}})
         w.commit({**fresh(MANIFEST_FIELDS), "target": {"name": "cpu", "backend": "cpu", "arch": None, "warp_size": 1}})
-    with Bundle.open(tmp_path / "cpu.llmc") as b:
+    with Bundle.open(tmp_path / "cpu.llmc", verify="none") as b:
         assert b.kernel_index() == {"kernels": {}} and b.plans() == []
 
 
@@ -176,9 +177,10 @@ def test_writer_uses_empty_dir_and_replaces_old_bundle(tmp_path):
     out = tmp_path / "b.llmc"
     out.mkdir()
     write_bundle(out)
-    write_bundle(out, weights=b"V" * 7, extra={"selftest.json": b"{}\n"})
+    other = safetensors_bytes({"embed_tokens.weight": ("F32", [128, 64]), "norm.weight": ("F32", [64])})
+    write_bundle(out, weights=other, extra={"selftest.json": b"{}\n"})
     with Bundle.open(out) as b:
-        assert b.file("weights/model.safetensors").read_bytes() == b"V" * 7 and "selftest.json" in b.manifest["files"]
+        assert b.file("weights/model.safetensors").read_bytes() == other and "selftest.json" in b.manifest["files"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.llmc"]
 
 

@@ -1,14 +1,19 @@
 """Linear, LM head and paged attention kernels on a real GPU, at Qwen3-0.6B and Llama-3.1-8B shapes.
 
-Each impl runs eagerly (`impl(*args)`: Triton JIT-compiles and launches it on the current GPU)
-and is compared with the op's native torch function on the same CUDA tensors. Run on its own:
-`python -m pytest -q -m gpu tests/gpu/test_kernels_gpu.py` (tests/kernels sets TRITON_INTERPRET).
+Each impl is compiled by Triton's JIT and launched on the current GPU, and compared with the op's
+native torch function on the same CUDA tensors. Cases are generated as tests/kernels does: only
+the shapes an impl supports (asked on meta tensors at collection). This runs in the same process
+as the interpreted kernel tests: those interpret inside a block, so kernels here are compiled.
 """
-
-import os
 
 import pytest
 import torch
+from harness import parametrize
+from triton.runtime.jit import JITFunction
+
+import llmc.kernels
+from llmc.aot.ir import OPS
+from llmc.kernels.launch import run_eager
 
 pytestmark = pytest.mark.gpu
 
@@ -22,29 +27,17 @@ BF16 = dict(atol=2e-2, rtol=2e-2)  # one or two bf16 ulps of the rounded output,
 
 @pytest.fixture(scope="module", autouse=True)
 def compiled_kernels():
-    if not torch.cuda.is_available():
-        pytest.skip("needs an NVIDIA GPU")
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        pytest.skip("TRITON_INTERPRET=1 is set (tests/kernels sets it): run tests/gpu on its own")
-    import llmc.kernels  # noqa: F401  (registers every impl)
+    if not isinstance(llmc.kernels.linear.matmul_kernel, JITFunction):
+        pytest.skip("TRITON_INTERPRET=1 is set for this process: its kernels are interpreted, not compiled")
 
 
-def ops():
-    from llmc.aot.ir import OPS
-
-    return OPS
-
-
-def run(impl, *args):
-    """The impl's launches, eagerly (Triton JIT), into outputs poisoned with NaN."""
-    from llmc.kernels.launch import run_eager
-
-    return run_eager(impl, args, out_fill=float("nan"))
-
-
-def available(impl):
+def run(provider, op, args):
+    """The impl's launches, compiled and launched on the GPU, into outputs poisoned with NaN."""
+    impl = OPS[op].impls[provider]
     major, minor = torch.cuda.get_device_capability()
-    return impl.available_on(f"sm{major}{minor}")
+    if not impl.available_on(f"sm{major}{minor}"):
+        pytest.skip(f"{op}/{provider} does not run on sm{major}{minor}")
+    return run_eager(impl, args, out_fill=float("nan"))
 
 
 def linear_shapes(model):
@@ -57,90 +50,66 @@ def linear_shapes(model):
     }
 
 
-def randn(*shape, dtype=torch.bfloat16, scale=1.0):
-    return (torch.randn(shape, device="cuda") * scale).to(dtype)
+def randn(*shape, device, dtype=torch.bfloat16, scale=1.0):
+    return (torch.randn(shape, device=device) * scale).to(dtype)
 
 
-@pytest.mark.parametrize("model", list(MODELS))
-@pytest.mark.parametrize("layer", ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"])
-@pytest.mark.parametrize("m", [1, 5, 16, 64, 200, 512])
-@pytest.mark.parametrize("provider", ["triton_gemv", "triton_wgmma", "triton_gemm"])
-def test_linear(model, layer, m, provider):
+# Each *_args builds an op's arguments on `device`: "meta" at collection (to ask supports_args
+# without allocating a vocabulary-sized weight), "cuda" in the test.
+def linear_args(model, layer, m, device="meta"):
     n, k = linear_shapes(model)[layer]
-    torch.manual_seed(0)
-    x, weight, bias = randn(m, k), randn(n, k, scale=k**-0.5), randn(n) if layer == "qkv_proj" else None
-    impl = ops()["linear"].impls[provider]
-    if not impl.supports(x, weight, bias) or not available(impl):
-        pytest.skip(f"{provider} does not take M={m} here")
-    torch.testing.assert_close(run(impl, x, weight, bias), ops()["linear"].native(x, weight, bias), **BF16)
+    bias = randn(n, device=device) if layer == "qkv_proj" else None
+    return randn(m, k, device=device), randn(n, k, device=device, scale=k**-0.5), bias
 
 
-@pytest.mark.parametrize("model", list(MODELS))
-@pytest.mark.parametrize("layer", ["qkv_proj", "gate_up_proj"])
-@pytest.mark.parametrize("m", [1, 8, 512])
-@pytest.mark.parametrize("provider", ["triton_gemv", "triton_wgmma", "triton_gemm"])
-def test_norm_linear(model, layer, m, provider):
+def norm_linear_args(model, layer, m, device="meta"):
     n, k = linear_shapes(model)[layer]
+    x, residual, norm_w = randn(m, k, device=device), randn(m, k, device=device), randn(k, device=device, scale=0.2) + 1
+    return x, residual, norm_w, 1e-6, randn(n, k, device=device, scale=k**-0.5), None
+
+
+def silu_mul_linear_args(model, m, device="meta"):
+    n, k = linear_shapes(model)["down_proj"]
+    return randn(m, 2 * k, device=device), randn(n, k, device=device, scale=k**-0.5), None
+
+
+def lm_head_args(model, rows, device="meta"):
+    hidden, *_, vocab = MODELS[model]
+    x, weight = randn(rows + 7, hidden, device=device), randn(vocab, hidden, device=device, scale=hidden**-0.5)
+    return x, weight, torch.randint(0, rows + 7, (rows,), device=device, dtype=torch.int32)
+
+
+@parametrize("linear", linear_args, model=list(MODELS), layer=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+             m=[1, 5, 16, 64, 200, 512])
+def test_linear(provider, model, layer, m):
     torch.manual_seed(0)
-    x, residual, norm_w = randn(m, k), randn(m, k), randn(k, scale=0.2) + 1
-    weight = randn(n, k, scale=k**-0.5)
-    op = ops()["norm_linear"]
-    args = (x, residual, norm_w, 1e-6, weight, None)
-    impl = op.impls[provider]
-    if not impl.supports(*args) or not available(impl):
-        pytest.skip(f"{provider} does not take M={m} here")
-    out, summed = run(impl, *args)
-    want, want_summed = op.native(*args)
+    args = linear_args(model, layer, m, "cuda")
+    torch.testing.assert_close(run(provider, "linear", args), OPS["linear"].native(*args), **BF16)
+
+
+@parametrize("norm_linear", norm_linear_args, model=list(MODELS), layer=["qkv_proj", "gate_up_proj"], m=[1, 8, 512])
+def test_norm_linear(provider, model, layer, m):
+    torch.manual_seed(0)
+    args = norm_linear_args(model, layer, m, "cuda")
+    out, summed = run(provider, "norm_linear", args)
+    want, want_summed = OPS["norm_linear"].native(*args)
     assert torch.equal(summed, want_summed)
     # rounding differs from native by one bf16 rounding of the normalised row (kernels/linear.py)
     torch.testing.assert_close(out, want, atol=4e-2, rtol=4e-2)
 
 
-@pytest.mark.parametrize("model", list(MODELS))
-@pytest.mark.parametrize("m", [1, 8, 512])
-@pytest.mark.parametrize("provider", ["triton_gemv", "triton_wgmma", "triton_gemm"])
-def test_silu_mul_linear(model, m, provider):
-    n, k = linear_shapes(model)["down_proj"]
+@parametrize("silu_mul_linear", silu_mul_linear_args, model=list(MODELS), m=[1, 8, 512])
+def test_silu_mul_linear(provider, model, m):
     torch.manual_seed(0)
-    x, weight = randn(m, 2 * k), randn(n, k, scale=k**-0.5)
-    op = ops()["silu_mul_linear"]
-    impl = op.impls[provider]
-    if not impl.supports(x, weight, None) or not available(impl):
-        pytest.skip(f"{provider} does not take M={m} here")
-    torch.testing.assert_close(run(impl, x, weight, None), op.native(x, weight, None), **BF16)
+    args = silu_mul_linear_args(model, m, "cuda")
+    torch.testing.assert_close(run(provider, "silu_mul_linear", args), OPS["silu_mul_linear"].native(*args), **BF16)
 
 
-@pytest.mark.parametrize("model", list(MODELS))
-@pytest.mark.parametrize("rows", [1, 8, 64])
-@pytest.mark.parametrize("provider", ["triton_gemv", "triton_wgmma", "triton_gemm"])
-def test_lm_head(model, rows, provider):
-    hidden, *_, vocab = MODELS[model]
+@parametrize("lm_head", lm_head_args, model=list(MODELS), rows=[1, 8, 64])
+def test_lm_head(provider, model, rows):
     torch.manual_seed(0)
-    x, weight = randn(rows + 7, hidden), randn(vocab, hidden, scale=hidden**-0.5)
-    indices = torch.randint(0, rows + 7, (rows,), device="cuda", dtype=torch.int32)
-    impl = ops()["lm_head"].impls[provider]
-    if not impl.supports(x, weight, indices) or not available(impl):
-        pytest.skip(f"{provider} does not take {rows} rows here")
-    torch.testing.assert_close(run(impl, x, weight, indices), ops()["lm_head"].native(x, weight, indices), **BF16)
-
-
-def paged_inputs(model, q_lens, seq_lens, block_size=16, sliding_window=0, pad_rows=0):
-    _, hq, hk, hd, _, _ = MODELS[model]
-    blocks = [(n + block_size - 1) // block_size for n in seq_lens]
-    num_blocks = sum(blocks) + 5
-    order = torch.randperm(num_blocks, device="cuda").to(torch.int32)
-    block_tables = torch.zeros(len(seq_lens), max(blocks) + 2, dtype=torch.int32, device="cuda")
-    used = 0
-    for b, count in enumerate(blocks):
-        block_tables[b, :count] = order[used : used + count]
-        used += count
-    starts = torch.tensor([0] + q_lens, dtype=torch.int32).cumsum(0).to(torch.int32).cuda()
-    tokens = int(starts[-1]) + pad_rows
-    k_cache = randn(num_blocks, block_size, hk, hd)
-    v_cache = randn(num_blocks, block_size, hk, hd)
-    seq_lens_t = torch.tensor(seq_lens, dtype=torch.int32, device="cuda")
-    q = randn(tokens, hq * hd)
-    return (q, k_cache, v_cache, block_tables, seq_lens_t, starts, max(q_lens), hd**-0.5, sliding_window)
+    args = lm_head_args(model, rows, "cuda")
+    torch.testing.assert_close(run(provider, "lm_head", args), OPS["lm_head"].native(*args), **BF16)
 
 
 ATTENTION_CASES = {
@@ -155,16 +124,28 @@ ATTENTION_CASES = {
 }
 
 
-@pytest.mark.parametrize("model", list(MODELS))
-@pytest.mark.parametrize("case", list(ATTENTION_CASES))
-@pytest.mark.parametrize("provider", ["triton_decode", "triton_prefill"])
-def test_paged_attention(model, case, provider):
-    q_lens, seq_lens, window, pad_rows = ATTENTION_CASES[case]
+def paged_args(model, case, device="meta", block_size=16):
+    q_lens, seq_lens, sliding_window, pad_rows = ATTENTION_CASES[case]
+    _, hq, hk, hd, _, _ = MODELS[model]
+    blocks = [(n + block_size - 1) // block_size for n in seq_lens]
+    num_blocks = sum(blocks) + 5
+    order = torch.randperm(num_blocks, device=device).to(torch.int32)
+    block_tables = torch.zeros(len(seq_lens), max(blocks) + 2, dtype=torch.int32, device=device)
+    used = 0
+    for b, count in enumerate(blocks):
+        block_tables[b, :count] = order[used : used + count]
+        used += count
+    starts = torch.tensor([0] + q_lens, dtype=torch.int32).cumsum(0).to(torch.int32).to(device)
+    k_cache, v_cache = randn(num_blocks, block_size, hk, hd, device=device), randn(num_blocks, block_size, hk, hd, device=device)
+    seq_lens_t = torch.tensor(seq_lens, dtype=torch.int32, device=device)
+    q = randn(sum(q_lens) + pad_rows, hq * hd, device=device)
+    return (q, k_cache, v_cache, block_tables, seq_lens_t, starts, max(q_lens), hd**-0.5, sliding_window)
+
+
+@parametrize("paged_attention", paged_args, model=list(MODELS), case=list(ATTENTION_CASES))
+def test_paged_attention(provider, model, case):
     torch.manual_seed(0)
-    args = paged_inputs(model, q_lens, seq_lens, sliding_window=window, pad_rows=pad_rows)
-    impl = ops()["paged_attention"].impls[provider]
-    if not impl.supports(*args):
-        pytest.skip(f"{provider} does not take max_query_len={args[6]}")
+    args = paged_args(model, case, "cuda")
     # the native function builds its masks on the CPU: run it there
-    expected = ops()["paged_attention"].native(*[a.cpu() if isinstance(a, torch.Tensor) else a for a in args])
-    torch.testing.assert_close(run(impl, *args).cpu(), expected, **BF16)
+    expected = OPS["paged_attention"].native(*[a.cpu() if isinstance(a, torch.Tensor) else a for a in args])
+    torch.testing.assert_close(run(provider, "paged_attention", args).cpu(), expected, **BF16)

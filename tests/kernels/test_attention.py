@@ -1,17 +1,15 @@
 """`paged_attention`: every kernel impl against the native function, through Triton's interpreter."""
 
-import os
+import dataclasses
 from typing import NamedTuple
-
-os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 import torch
-from harness import run_poisoned
+from harness import parametrize, run
 from tolerances import assert_close
 
-import llmc.kernels.attention  # noqa: F401  (registers the impls)
 from llmc.aot.ir import OPS
+from llmc.aot.launch_context import DEFAULT_CONTEXT, launch_context
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -41,7 +39,8 @@ CASES = {
 }
 
 
-def make_case(case: Case, dtype: torch.dtype):
+def make_case(name: str, dtype: torch.dtype):
+    case = CASES[name]
     gen = torch.Generator().manual_seed(sum(case.seq_lens) + case.head_dim)
     bs = case.block_size
     blocks_per_seq = [(n + bs - 1) // bs for n in case.seq_lens]
@@ -67,33 +66,28 @@ def make_case(case: Case, dtype: torch.dtype):
     return (q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, max(case.q_lens), scale, case.sliding_window)
 
 
-@pytest.mark.parametrize("provider", [name for name, impl in OPS["paged_attention"].impls.items() if impl.launches])
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("name", list(CASES))
-def test_paged_attention(provider, dtype, name):
-    case = CASES[name]
-    args = make_case(case, dtype)
-    impl = OPS["paged_attention"].impls[provider]
-    if not impl.supports(*args):
-        pytest.skip(f"{provider} does not take max_query_len={args[6]}")
-    override = {} if case.block_n is None else {"BLOCK_N": case.block_n}
+@parametrize("paged_attention", lambda name, dtype: make_case(name, dtype), name=list(CASES), dtype=DTYPES)
+def test_paged_attention(provider, name, dtype):
+    args = make_case(name, dtype)
+    block_n = CASES[name].block_n
+    override = {} if block_n is None else {"BLOCK_N": block_n}
     expected = OPS["paged_attention"].native(*args)
-    assert_close(run_poisoned(impl, args, **override), expected, dtype, f"{provider} {name}")
+    assert_close(run("paged_attention", provider, *args, **override), expected, dtype, f"{provider} {name}")
 
 
 @pytest.mark.parametrize("sms", [1, 6])
 @pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=str)
 @pytest.mark.parametrize("name", ["decode_gqa_window", "decode_mqa", "decode_mqa_empty"])
-def test_decode_packed_heads(sms, dtype, name, monkeypatch):
+def test_decode_packed_heads(sms, dtype, name):
     # small grids split GQA groups over programs (the cases above); with more multiprocessors
     # busy a program takes a whole group (sms=1) or part of one (sms=6 for 4 rows, 4 q heads)
-    monkeypatch.setattr(llmc.kernels.attention, "NUM_SMS", sms)
-    case = CASES[name]
-    args = make_case(case, dtype)
-    impl = OPS["paged_attention"].impls["triton_decode"]
-    (launch,) = impl.fn(*args)
-    assert launch.constexprs["HEADS"] > 1
-    override = {} if case.block_n is None else {"BLOCK_N": case.block_n}
+    args = make_case(name, dtype)
+    block_n = CASES[name].block_n
+    override = {} if block_n is None else {"BLOCK_N": block_n}
     expected = OPS["paged_attention"].native(*args)
-    heads = launch.constexprs["HEADS"]
-    assert_close(run_poisoned(impl, args, **override), expected, dtype, f"triton_decode {name}, {heads} heads a program")
+    with launch_context(dataclasses.replace(DEFAULT_CONTEXT, num_sms=sms)):
+        (launch,) = OPS["paged_attention"].impls["triton_decode"].fn(*args)
+        heads = launch.constexprs["HEADS"]
+        assert heads > 1
+        got = run("paged_attention", "triton_decode", *args, **override)
+    assert_close(got, expected, dtype, f"triton_decode {name}, {heads} heads a program")

@@ -1,9 +1,7 @@
-"""rotary_embedding and the fused qkv_rope_cache: every provider against the native function."""
+"""rotary_embedding and the fused qkv_rope_cache: every kernel impl against the native function."""
 
-import pytest
 import torch
-
-from harness import providers, run
+from harness import parametrize, run
 from tolerances import assert_close
 
 from llmc.aot.ir import OPS
@@ -19,28 +17,17 @@ def _cos_sin(head_dim):
     return torch.cat((angles.cos(), angles.sin()), dim=-1)  # [P, hd] float32
 
 
-@pytest.mark.parametrize("provider", providers("rotary_embedding"))
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("tokens", [1, 3, 7])
-@pytest.mark.parametrize("q_heads, kv_heads, head_dim", HEADS)
-def test_rotary_embedding(provider, dtype, tokens, q_heads, kv_heads, head_dim):
+def _rope_args(dtype, tokens, heads):
+    q_heads, kv_heads, head_dim = heads
     g = torch.Generator().manual_seed(tokens * 100 + head_dim)
     q = torch.randn(tokens, q_heads * head_dim, generator=g).to(dtype)
     k = torch.randn(tokens, kv_heads * head_dim, generator=g).to(dtype)
     positions = torch.randint(0, MAX_POSITIONS, (tokens,), generator=g, dtype=torch.int32)
-    cos_sin = _cos_sin(head_dim)
-    q_out, k_out = run("rotary_embedding", provider, q, k, positions, cos_sin, head_dim)
-    want_q, want_k = OPS["rotary_embedding"].native(q, k, positions, cos_sin, head_dim)
-    assert_close(q_out, want_q, dtype, f"rotary_embedding {provider} q")
-    assert_close(k_out, want_k, dtype, f"rotary_embedding {provider} k")
+    return q, k, positions, _cos_sin(head_dim), head_dim
 
 
-@pytest.mark.parametrize("provider", providers("qkv_rope_cache"))
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("tokens", [1, 3, 7])
-@pytest.mark.parametrize("q_heads, kv_heads, head_dim", HEADS)
-@pytest.mark.parametrize("norm", ["qk_norm", "none"])
-def test_qkv_rope_cache(provider, dtype, tokens, q_heads, kv_heads, head_dim, norm):
+def _fused_args(dtype, tokens, heads, norm):
+    q_heads, kv_heads, head_dim = heads
     g = torch.Generator().manual_seed(tokens * 1000 + q_heads * 10 + head_dim)
     qkv = (torch.randn(tokens, (q_heads + 2 * kv_heads) * head_dim, generator=g) * 2).to(dtype)
     positions = torch.randint(0, MAX_POSITIONS, (tokens,), generator=g, dtype=torch.int32)
@@ -52,20 +39,11 @@ def test_qkv_rope_cache(provider, dtype, tokens, q_heads, kv_heads, head_dim, no
     slots = torch.randperm(blocks * block_size, generator=g)[:tokens].to(torch.int32)
     slots[tokens // 2] = -1  # a padding token writes nothing
     poison = torch.full((blocks, block_size, kv_heads, head_dim), float("nan"), dtype=dtype)
-    caches = {}
-    for who, fn in (("kernel", lambda *a: run("qkv_rope_cache", provider, *a)),
-                    ("native", OPS["qkv_rope_cache"].native)):
-        k_cache, v_cache = poison.clone(), poison.clone()
-        q = fn(qkv, positions, _cos_sin(head_dim), q_norm, k_norm, k_cache, v_cache, slots,
-               q_heads, kv_heads, head_dim, 1e-6)
-        caches[who] = (q, k_cache, v_cache)
-    what = f"qkv_rope_cache {provider} {norm} T={tokens} ({q_heads},{kv_heads},{head_dim})"
-    for name, got, want in zip(("q", "k_cache", "v_cache"), caches["kernel"], caches["native"]):
-        assert_close(got, want, dtype, f"{what} {name}")
+    return (qkv, positions, _cos_sin(head_dim), q_norm, k_norm, poison.clone(), poison.clone(), slots,
+            q_heads, kv_heads, head_dim, 1e-6)
 
 
-@pytest.mark.parametrize("provider", providers("qkv_rope_cache"))
-def test_qkv_rope_cache_one_norm(provider):
+def _q_norm_only_args():
     # only q has a norm weight (k passes through un-normalised)
     g = torch.Generator().manual_seed(3)
     tokens, q_heads, kv_heads, head_dim = 3, 6, 2, 32
@@ -73,12 +51,35 @@ def test_qkv_rope_cache_one_norm(provider):
     positions = torch.tensor([0, 17, 49], dtype=torch.int32)
     slots = torch.tensor([5, 0, 11], dtype=torch.int32)
     q_norm = 1 + 0.3 * torch.randn(head_dim, generator=g)
-    results = []
-    for fn in (lambda *a: run("qkv_rope_cache", provider, *a), OPS["qkv_rope_cache"].native):
-        k_cache = torch.full((3, 4, kv_heads, head_dim), float("nan"))
-        v_cache = k_cache.clone()
-        q = fn(qkv, positions, _cos_sin(head_dim), q_norm, None, k_cache, v_cache, slots, q_heads, kv_heads,
-               head_dim, 1e-6)
-        results.append((q, k_cache, v_cache))
-    for name, got, want in zip(("q", "k_cache", "v_cache"), *results):
-        assert_close(got, want, torch.float32, f"qkv_rope_cache {provider} q-norm only {name}")
+    k_cache = torch.full((3, 4, kv_heads, head_dim), float("nan"))
+    return (qkv, positions, _cos_sin(head_dim), q_norm, None, k_cache, k_cache.clone(), slots, q_heads, kv_heads,
+            head_dim, 1e-6)
+
+
+@parametrize("rotary_embedding", _rope_args, dtype=DTYPES, tokens=[1, 3, 7], heads=HEADS)
+def test_rotary_embedding(provider, dtype, tokens, heads):
+    args = _rope_args(dtype, tokens, heads)
+    q_out, k_out = run("rotary_embedding", provider, *args)
+    want_q, want_k = OPS["rotary_embedding"].native(*args)
+    assert_close(q_out, want_q, dtype, f"rotary_embedding {provider} q")
+    assert_close(k_out, want_k, dtype, f"rotary_embedding {provider} k")
+
+
+def _assert_fused_matches(provider, make, dtype, what):
+    """q and both caches (written in place from the same poisoned start) match native's."""
+    args, want_args = make(), make()
+    got = (run("qkv_rope_cache", provider, *args), args[5], args[6])
+    want = (OPS["qkv_rope_cache"].native(*want_args), want_args[5], want_args[6])
+    for name, g, w in zip(("q", "k_cache", "v_cache"), got, want):
+        assert_close(g, w, dtype, f"{what} {name}")
+
+
+@parametrize("qkv_rope_cache", _fused_args, dtype=DTYPES, tokens=[1, 3, 7], heads=HEADS, norm=["qk_norm", "none"])
+def test_qkv_rope_cache(provider, dtype, tokens, heads, norm):
+    make = lambda: _fused_args(dtype, tokens, heads, norm)  # noqa: E731
+    _assert_fused_matches(provider, make, dtype, f"qkv_rope_cache {provider} {norm} T={tokens} {heads}")
+
+
+@parametrize("qkv_rope_cache", _q_norm_only_args)
+def test_qkv_rope_cache_one_norm(provider):
+    _assert_fused_matches(provider, _q_norm_only_args, torch.float32, f"qkv_rope_cache {provider} q-norm only")

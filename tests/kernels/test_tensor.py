@@ -1,33 +1,34 @@
-"""concat and split: every provider against the native functions."""
+"""concat and split: every kernel impl against the native functions."""
 
-import pytest
 import torch
-
-from harness import providers, run
+from harness import parametrize, run
 
 from llmc.aot.ir import OPS
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+WIDTHS = [(96, 80), (200, 32, 16), (1, 1500), (5, 7, 9, 11)]
 
 
-@pytest.mark.parametrize("provider", providers("concat"))
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("tokens", [1, 3, 7])
-@pytest.mark.parametrize("widths", [(96, 80), (200, 32, 16), (1, 1500), (5, 7, 9, 11)])
-def test_concat(provider, dtype, tokens, widths):
+def _tensors(dtype, tokens, widths):
     g = torch.Generator().manual_seed(tokens + sum(widths))
-    tensors = [torch.randn(tokens, w, generator=g).to(dtype) for w in widths]
+    return ([torch.randn(tokens, w, generator=g).to(dtype) for w in widths],)
+
+
+def _split_args(dtype, tokens, widths):
+    x = torch.randn(tokens, sum(widths), generator=torch.Generator().manual_seed(tokens + sum(widths))).to(dtype)
+    return x, list(widths)
+
+
+@parametrize("concat", _tensors, dtype=DTYPES, tokens=[1, 3, 7], widths=WIDTHS)
+def test_concat(provider, dtype, tokens, widths):
+    (tensors,) = _tensors(dtype, tokens, widths)
     out = run("concat", provider, tensors)
     assert torch.equal(out, OPS["concat"].native(tensors)), f"concat {provider} {widths}: copies must be exact"
 
 
-@pytest.mark.parametrize("provider", providers("split"))
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("tokens", [1, 3, 7])
-@pytest.mark.parametrize("sizes", [[96, 80], [200, 32, 16], [1, 1500], [5, 7, 9, 11]])
-def test_split(provider, dtype, tokens, sizes):
-    g = torch.Generator().manual_seed(tokens + sum(sizes))
-    x = torch.randn(tokens, sum(sizes), generator=g).to(dtype)
+@parametrize("split", _split_args, dtype=DTYPES, tokens=[1, 3, 7], widths=WIDTHS)
+def test_split(provider, dtype, tokens, widths):
+    x, sizes = _split_args(dtype, tokens, widths)
     parts = run("split", provider, x, sizes)
     want = OPS["split"].native(x, sizes)
     assert isinstance(parts, list) and len(parts) == len(want)

@@ -111,7 +111,7 @@ WEIGHTS = [("embed", "F32", [V, H], TABLE.tobytes()), ("odd", "U8", [6], b"abcde
            ("scale", "F32", [H], np.ones(H, dtype=np.float32).tobytes())]
 
 
-def write_fake_bundle(out, target=("sm90", "cuda", 90)):
+def write_fake_bundle(out, target=("sm90", "cuda", 90), warp_size=32):
     with BundleWriter(out) as w:
         w.write_bytes("weights/model.safetensors", safetensors_bytes(WEIGHTS))
         for plan in (plan_json("decode_b1", "decode", 1, 1, 1), plan_json("decode_b2", "decode", 2, 2, 2),
@@ -129,7 +129,7 @@ def write_fake_bundle(out, target=("sm90", "cuda", 90)):
         w.write_json("kernels/index.json", {"kernels": index})
         w.write_json("impls.lock.json", {"nodes": {}})
         return w.commit({
-            "llmc_version": "0.1.0", "target": {"name": target[0], "backend": target[1], "arch": target[2], "warp_size": 32},
+            "llmc_version": "0.1.0", "target": {"name": target[0], "backend": target[1], "arch": target[2], "warp_size": warp_size},
             "model": {"architecture": "Qwen3ForCausalLM", "dtype": "float32", "vocab_size": V, "hidden_size": H,
                       "num_layers": 1, "num_q_heads": 1, "num_kv_heads": 1, "head_dim": H, "intermediate_size": 8,
                       "max_position_embeddings": 64, "eos_token_ids": [0], "bos_token_id": None, "sliding_window": 0},

@@ -194,7 +194,9 @@ def test_throughput_counts_requests_and_tokens():
     r = b.run_throughput(generate, 10, 32, 16, V, clock=lambda: next(ticks))
     assert seen == {"n": 10, "lens": {32}, "max_tokens": 16}
     assert r["requests_per_s"] == 5.0 and r["output_tokens_per_s"] == 80.0 and r["total_tokens_per_s"] == 240.0
-    assert b.format_throughput(r)[0].startswith("Throughput: 5.00 requests/s, 240.0 total tokens/s, 80.0 output tokens/s")
+    lines = b.format_throughput(r)
+    assert lines[:3] == ["Throughput: 5.00 requests/s, 240.00 total tokens/s, 80.00 output tokens/s",
+                         "Total num prompt tokens:  320", "Total num output tokens:  160"]  # vLLM's lines
 
 
 def test_process_uptime_is_a_small_positive_number():
@@ -298,8 +300,10 @@ def test_bench_throughput_mode_on_the_cpu_backend(cpu_bundle, tmp_path):
 
     out = tmp_path / "t.json"
     result = CliRunner().invoke(bench, [str(cpu_bundle / "bundle"), "--throughput", "--num-prompts", "6",
-                                        "--input-len", "10", "--output-len", "4", "--output-json", str(out)])
+                                        "--input-len", "10", "--output-len", "4", "--max-concurrency", "2",
+                                        "--output-json", str(out)])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("Throughput: ") and "requests/s" in result.output
+    assert "Total num output tokens:  24" in result.output and "at most 2 at once" in result.output
     t = json.loads(out.read_text())["throughput"]
     assert t["num_prompts"] == 6 and t["output_tokens"] == 6 * 4 and t["requests_per_s"] > 0

@@ -1,6 +1,7 @@
 """The compatibility check's decisions: one sentence that says what to do, before anything loads."""
 
 import pytest
+from llmc.artifacts import FORMAT_VERSION
 from llmc.errors import BundleError
 from llmc.runtime.backends.cuda_driver import Driver, query_device
 from llmc.runtime.compat import DeviceInfo, check_compat, runs_on, suggest_target
@@ -14,7 +15,7 @@ B200 = DeviceInfo("NVIDIA B200", 10, 0, 180 << 30, 179 << 30)
 MI300X = DeviceInfo("AMD Instinct MI300X", 0, 0, 192 << 30, 191 << 30, backend="hip", gcn_arch="gfx942")
 
 
-def manifest(name="sm90", backend="cuda", arch=90, version=1):
+def manifest(name="sm90", backend="cuda", arch=90, version=FORMAT_VERSION):
     return {"format_version": version, "target": {"name": name, "backend": backend, "arch": arch, "warp_size": 32}}
 
 
@@ -59,8 +60,8 @@ def test_refuses_with_one_sentence_that_says_what_to_do(bundle, device, runtime,
 
 
 def test_a_newer_format_says_upgrade_before_looking_at_the_target():
-    with pytest.raises(BundleError, match="bundle format 2 is newer than this llmc .*upgrade llmc"):
-        check_compat(manifest(version=2), None, "cuda")
+    with pytest.raises(BundleError, match=f"bundle format {FORMAT_VERSION + 1} is newer than this llmc .*upgrade llmc"):
+        check_compat(manifest(version=FORMAT_VERSION + 1), None, "cuda")
 
 
 def test_the_no_device_reason_is_passed_through():

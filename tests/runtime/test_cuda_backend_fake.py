@@ -22,7 +22,7 @@ from fake_cuda import (
     step_inputs,
 )
 from llmc.errors import BundleError
-from llmc.runtime.backends.cuda import CudaBackend
+from llmc.runtime.backends.cuda import KV_RESERVE, CudaBackend
 from llmc.runtime.backends.cuda_driver import CudaError
 
 # ---- the backend end to end against the fake --------------------------------------------------
@@ -37,17 +37,28 @@ def test_open_loads_each_module_once_captures_one_graph_per_decode_plan_and_size
         assert fake.calls.count("cuStreamBeginCapture") == 2
         assert backend.plans["prefill_t8"].graph is None
         assert [a for a in fake.func_attrs_set] == [("kv_write_kernel", 8, 232448)]  # > 48 KiB only
-        assert backend.num_kv_blocks == 2 * 4  # largest decode batch x max_blocks_per_seq
+        assert backend.num_kv_blocks == 2**21  # a 1 GiB fake holds more than the block count limit
         s = backend.load_summary
-        assert s["kv_tokens"] == 8 * BLOCK and s["kv_limited_by"] == "max_batch_size x max_seq_len"
+        assert s["kv_tokens"] == 2**21 * BLOCK and s["kv_limited_by"] == "block count limit"
         assert s["weights_bytes"] == 278 and s["arena_bytes"] == 1024 and s["num_modules"] == 3
         assert fake.read(backend.weights + 512, 16) == WEIGHTS[2][3]
-        assert fake.read(backend.kv_base, backend.kv.total_bytes(8)) == bytes(backend.kv.total_bytes(8))  # zeroed
     finally:
         backend.close()
     assert not fake.mem and not fake.host and fake.live_graph_execs == 0
     assert fake.calls.count("cuModuleUnload") == 3
     backend.close()  # idempotent
+
+
+@pytest.mark.parametrize("total_mb, utilization", [(400, 0.9), (600, 0.5), (1024, 0.3)])
+def test_the_kv_pool_fills_the_granted_share_of_free_memory(bundle, total_mb, utilization):
+    fake = fake_driver(total=total_mb << 20)
+    with CudaBackend.open(bundle, driver_module=fake, gpu_memory_utilization=utilization) as backend:
+        s = backend.load_summary
+        free = (total_mb << 20) - (s["device_bytes"] - s["kv_bytes"])  # after weights, arena, inputs, scratch
+        budget = int(free * utilization) - KV_RESERVE
+        assert s["kv_limited_by"] == "gpu memory" and s["kv_bytes"] <= budget
+        assert backend.kv.total_bytes(backend.num_kv_blocks + 1) > budget  # not one block more fits
+        assert backend.num_kv_blocks > 2 * 4  # far past largest batch x context
 
 
 def test_decode_is_one_copy_in_one_graph_launch_one_copy_out(bundle):
@@ -102,7 +113,7 @@ def _offset(plan, key):
 
 def test_run_refuses_bad_inputs_before_touching_the_gpu(bundle):
     fake = fake_driver()
-    with CudaBackend.open(bundle, driver_module=fake) as backend:
+    with CudaBackend.open(bundle, driver_module=fake, num_kv_blocks=8) as backend:
         plan = bundle.plan("decode_b2")
         fake.calls.clear()
         with pytest.raises(ValueError, match="input_ids holds values outside"):
@@ -199,3 +210,23 @@ def test_check_device_needs_only_the_manifest(bundle):
     with pytest.raises(BundleError, match="^built for sm90; this GPU is sm89 .*rebuild with --target sm89$"):
         check_device(bundle.manifest, driver_module=fake_driver(cc=(8, 9), name="NVIDIA L40S"))
 
+
+
+def test_overlapped_steps_feed_sampled_tokens_on_the_device(bundle):
+    fake = fake_driver()
+    with CudaBackend.open(bundle, driver_module=fake, num_kv_blocks=8) as backend:
+        plan = bundle.plan("decode_b2")
+        first_inputs = backend.inputs("decode_b2")
+        for key, value in step_inputs(plan, [3, 9], [5, 17]).items():
+            first_inputs[key][...] = value
+        fake.calls.clear()
+        first = backend.launch("decode_b2", [], False)
+        second_inputs = backend.inputs("decode_b2")
+        assert second_inputs["input_ids"] is not first_inputs["input_ids"]  # the other pinned slot
+        for key, value in step_inputs(plan, [0, 0], [6, 18]).items():
+            second_inputs[key][...] = value
+        second = backend.launch("decode_b2", [(0, 0), (1, 1)], False)  # both rows come from `first`
+        assert backend.wait(first)[0].tolist() == [4, 10]
+        assert backend.wait(second)[0].tolist() == [5, 11]
+        assert fake.calls.count("cuMemcpyDtoDAsync") == 1  # one copy for the run of two rows
+        assert fake.calls.count("cuStreamSynchronize") == 0

@@ -125,7 +125,7 @@ def test_kv_blocks_from_memory_and_cap():
     free = 1000 * spec.bytes_per_block + 100
     blocks, why = kv_blocks_for_memory(free, 0.5, 0, spec, cap=10_000)
     assert (blocks, why) == (500, "gpu memory")
-    assert kv_blocks_for_memory(free, 0.5, 0, spec, cap=64) == (64, "max_batch_size x max_seq_len")
+    assert kv_blocks_for_memory(free, 0.5, 0, spec, cap=64) == (64, "block count limit")
     assert kv_blocks_for_memory(free, 0.9, free, spec, cap=64)[0] == 0
     assert spec.pointer(1 << 20, 10, 1, "v") == (1 << 20) + 3 * spec.pool_bytes(10)
 

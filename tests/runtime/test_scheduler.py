@@ -30,17 +30,17 @@ class FakeRunner:
         assert out.num_batched_tokens <= self.scheduler.max_num_batched_tokens
         assert out.is_prefill or all(n == 1 for n in out.num_new_tokens)
         token_ids = []
-        for seq, n, sample in zip(out.seqs, out.num_new_tokens, out.samples):
-            start = seq.num_computed_tokens
+        for seq, n, start, index in zip(out.seqs, out.num_new_tokens, out.starts, out.sample_indices):
+            assert start + n == seq.num_computed_tokens  # advanced when scheduled
             assert len(seq.block_table) * self.bm.block_size >= start + n
             for p in range(start, start + n):
-                self.kv[self.bm.slot(seq, p)] = (seq.seq_id, p, seq.token_ids[p])
-            if not sample:
+                self.kv[self.bm.slot(seq, p)] = (seq.seq_id, p, seq.token_at(p))
+            if index < 0:
                 token_ids.append(None)
                 continue
             cached = [self.kv[self.bm.slot(seq, p)] for p in range(start + n)]
             assert [c[:2] for c in cached] == [(seq.seq_id, p) for p in range(start + n)]
-            token_ids.append(next_token([c[2] for c in cached], seq.seed, len(seq.output_token_ids)))
+            token_ids.append(next_token([c[2] for c in cached], seq.seed, index))
         return token_ids
 
 
@@ -54,9 +54,9 @@ def make_seq(seq_id, prompt_len, **params):
     return Sequence(seq_id, f"req-{seq_id}", prompt, SamplingParams(**{"max_tokens": 8, **params}))
 
 
-def step(scheduler, runner, stop_check=None):
+def step(scheduler, runner):
     out = scheduler.schedule()
-    scheduler.postprocess(out, runner.step(out), stop_check)
+    scheduler.postprocess(out, runner.step(out))
     return out
 
 
@@ -89,8 +89,10 @@ def test_fifo_admission_within_max_num_seqs():
     assert sched.num_running == 2 and sched.num_waiting == 2
     assert shape(step(sched, runner)) == (False, [0, 1], [1, 1], [True, True])
     assert seqs[0].finish_reason == "length"
-    assert shape(step(sched, runner)) == (True, [2], [3], [True])
-    assert shape(step(sched, runner)) == (False, [1, 2], [1, 1], [True, True])
+    # 2 is admitted into the step where 1 decodes (a prefill step: a chunk of 3 tokens)
+    assert shape(step(sched, runner)) == (True, [1, 2], [1, 3], [True, True])
+    assert seqs[1].finish_reason == "length"
+    assert shape(step(sched, runner)) == (True, [2, 3], [1, 3], [True, True])
 
 
 def test_token_budget_chunks_the_last_admitted_prompt():
@@ -99,8 +101,8 @@ def test_token_budget_chunks_the_last_admitted_prompt():
     for i in range(5):
         sched.add(make_seq(i, 6))
     assert shape(step(sched, runner)) == (True, [0, 1, 2], [6, 6, 4], [True, True, False])
-    # the unfinished prompt continues first, then admission fills the budget
-    assert shape(step(sched, runner)) == (True, [2, 3, 4], [2, 6, 6], [True, True, True])
+    # decodes and the unfinished prompt continue first, then admission fills the budget
+    assert shape(step(sched, runner)) == (True, [0, 1, 2, 3, 4], [1, 1, 2, 6, 6], [True] * 5)
     assert shape(step(sched, runner)) == (False, [0, 1, 2, 3, 4], [1] * 5, [True] * 5)
 
 
@@ -125,6 +127,18 @@ def test_a_one_token_last_chunk_runs_in_a_decode_step():
     assert shape(step(sched, runner)) == (False, [0], [1], [True])
 
 
+def test_a_decode_that_preempts_admits_no_one_in_that_step():
+    sched = make_scheduler(num_blocks=4, block_size=4)
+    runner = FakeRunner(sched)
+    a, b, c = make_seq(0, 8, max_tokens=8), make_seq(1, 8, max_tokens=8), make_seq(2, 1)
+    sched.add(a)
+    sched.add(b)
+    step(sched, runner)
+    sched.add(c)
+    assert shape(step(sched, runner)) == (False, [0], [1], [True])  # b preempted, c not admitted
+    assert list(sched.waiting) == [b, c]
+
+
 def test_chunked_outputs_equal_unchunked_outputs():
     seqs = lambda: [make_seq(i, 5 + 7 * i, max_tokens=6) for i in range(5)]  # noqa: E731
     whole = run_all(make_scheduler(max_num_batched_tokens=64), seqs())
@@ -139,7 +153,7 @@ def test_new_sequences_join_between_decode_steps():
     step(sched, runner)
     assert shape(step(sched, runner)) == (False, [0], [1], [True])
     sched.add(make_seq(1, 5, max_tokens=10))
-    assert shape(step(sched, runner)) == (True, [1], [5], [True])
+    assert shape(step(sched, runner)) == (True, [0, 1], [1, 5], [True, True])  # 0 keeps decoding
     assert shape(step(sched, runner)) == (False, [0, 1], [1, 1], [True, True])
 
 
@@ -235,15 +249,37 @@ def test_max_tokens_and_max_model_len_stop_with_length():
     assert len(out["req-1"]) == 3 and seq.num_tokens == 10 and seq.finish_reason == "length"
 
 
-def test_stop_check_callback_stops_with_stop():
+def test_finish_stops_a_running_sequence_and_frees_its_blocks():
     sched = make_scheduler()
     seq = make_seq(0, 4, max_tokens=10)
     sched.add(seq)
     runner = FakeRunner(sched)
-    step(sched, runner, stop_check=lambda s: len(s.output_token_ids) == 2)
-    assert not seq.is_finished
-    step(sched, runner, stop_check=lambda s: len(s.output_token_ids) == 2)
-    assert seq.finish_reason == "stop" and sched.block_manager.num_used_blocks == 0
+    step(sched, runner)
+    sched.finish(seq, "stop")  # a stop string, found by the output processor
+    assert seq.finish_reason == "stop" and sched.block_manager.num_used_blocks == 0 and not sched.has_unfinished
+
+
+def test_scheduling_ahead_drops_the_token_in_flight_of_a_finished_sequence():
+    sched = make_scheduler()
+    seq = make_seq(0, 4, max_tokens=10)
+    sched.add(seq)
+    first = sched.schedule()
+    second = sched.schedule()  # scheduled before the first step's token is known
+    assert second.starts == [4] and seq.output_token_ids == [-1, -1]
+    sched.postprocess(first, [EOS])
+    assert seq.finish_reason == "stop" and seq.output_token_ids == [EOS]
+    sched.postprocess(second, [7])
+    assert seq.output_token_ids == [EOS] and sched.block_manager.num_used_blocks == 0
+
+
+def test_a_sequence_whose_token_in_flight_is_its_last_is_not_scheduled_again():
+    sched = make_scheduler()
+    seq = make_seq(0, 4, max_tokens=1)
+    sched.add(seq)
+    first = sched.schedule()
+    assert sched.schedule() is None
+    sched.postprocess(first, [5])
+    assert seq.finish_reason == "length" and seq.output_token_ids == [5]
 
 
 def test_abort_frees_blocks_from_running_and_waiting():
@@ -259,7 +295,7 @@ def test_abort_frees_blocks_from_running_and_waiting():
     token_ids = runner.step(out)
     assert sched.abort("req-0") is a  # aborted after its step ran, before postprocess
     sched.postprocess(out, token_ids)
-    assert a.finish_reason == "abort" and len(a.output_token_ids) == 1
+    assert a.finish_reason == "abort" and len(a.output_token_ids) == 1  # its token in flight is dropped
     assert sched.block_manager.num_used_blocks == 0 and not sched.has_unfinished
     assert sched.abort("req-0") is None and sched.schedule() is None
 

@@ -45,6 +45,7 @@ class FakeOutput:
     num_prompt_tokens: int
     num_output_tokens: int
     error: str | None = None  # as the engine's RequestOutput: this request failed alone
+    index: int = 0  # which sample of the request
 
 
 @dataclass
@@ -55,33 +56,53 @@ class FakeCompletion:
 
 
 class _Sequence:
-    def __init__(self, prompt_ids, params):
-        self.prompt_ids, self.params = list(prompt_ids), params
+    def __init__(self, prompt_ids, params, script: str | None = None, seed: int = 0):
+        self.prompt_ids, self.params, self.script, self.seed = list(prompt_ids), params, script, seed
         self.output_ids: list[int] = []
         self.text = ""
 
     def next_token(self) -> int:
-        """A letter fixed by the prompt, the seed and the position."""
-        salt = (self.params.seed or 0) + sum(self.prompt_ids)
+        """The script's next character, or a letter fixed by the prompt, the seed and the position."""
+        if self.script is not None:
+            return ord(self.script[len(self.output_ids)])
+        salt = self.seed + sum(self.prompt_ids)
         return ord("a") + (salt + 7 * len(self.output_ids)) % 26
+
+    @property
+    def script_done(self) -> bool:
+        return self.script is not None and len(self.output_ids) >= len(self.script)
 
     def blocks(self, block_size: int) -> int:
         return math.ceil((len(self.prompt_ids) + len(self.output_ids)) / block_size)
 
 
+class FakeBundle:
+    manifest = {"model": {"architecture": "FakeForCausalLM"}, "target": {"name": "cpu", "backend": "cpu"},
+                "build": {"dtype": "float32", "decode_buckets": [1, 2, 4], "prefill_buckets": [16, 64]},
+                "kv_cache": {"block_size": 4}}
+
+
 class FakeEngine:
-    """Continuous batching in miniature: FIFO admission up to max_num_seqs, one token a step."""
+    """Continuous batching in miniature: FIFO admission up to max_num_seqs, one token a step. With `script`,
+    every request's output is that text (one token a character), then it stops. Sequences are keyed
+    (request_id, index): sample i of a request with n samples draws with seed + i, as the engine's."""
 
     model_name = "fake"
+    device_name = "cpu"
+    bundle = FakeBundle()
+    load_summary = {"weights_bytes": 0, "kv_tokens": 128}
 
-    def __init__(self, max_model_len=64, max_num_seqs=4, block_size=4, num_blocks=32, step_delay=0.0):
+    def __init__(self, max_model_len=64, max_num_seqs=4, block_size=4, num_blocks=32, step_delay=0.0,
+                 script: str | None = None):
+        self.script = script
+        self.prompts: list[list[int]] = []  # every prompt added, in order
         self.tokenizer = FakeTokenizer()
         self.max_model_len, self.max_num_seqs = max_model_len, max_num_seqs
         self.block_size, self.num_blocks, self.step_delay = block_size, num_blocks, step_delay
         self.gate = threading.Event()  # clear it to hold the engine between steps
         self.gate.set()
-        self.waiting: dict[str, _Sequence] = {}
-        self.running: dict[str, _Sequence] = {}
+        self.waiting: dict[tuple[str, int], _Sequence] = {}
+        self.running: dict[tuple[str, int], _Sequence] = {}
         self.steps = 0
 
     def add_request(self, request_id, prompt, params) -> None:
@@ -90,11 +111,14 @@ class FakeEngine:
             raise UserError(f"prompt of {len(prompt_ids)} tokens is too long")
         if math.ceil((len(prompt_ids) + params.max_tokens) / self.block_size) > self.num_blocks:
             raise UserError("the request can never fit in the KV cache")
-        self.waiting[request_id] = _Sequence(prompt_ids, params)
+        self.prompts.append(prompt_ids)
+        for i in range(params.n):
+            self.waiting[request_id, i] = _Sequence(prompt_ids, params, self.script, (params.seed or 0) + i)
 
     def abort(self, request_id) -> None:
-        self.waiting.pop(request_id, None)
-        self.running.pop(request_id, None)
+        for queue in (self.waiting, self.running):
+            for key in [key for key in queue if key[0] == request_id]:
+                del queue[key]
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
@@ -102,29 +126,33 @@ class FakeEngine:
     def step(self) -> list[FakeOutput]:
         self.gate.wait()
         while self.waiting and len(self.running) < self.max_num_seqs:
-            request_id = next(iter(self.waiting))
-            self.running[request_id] = self.waiting.pop(request_id)
+            key = next(iter(self.waiting))
+            self.running[key] = self.waiting.pop(key)
         time.sleep(self.step_delay)
         self.steps += 1
-        return [self._advance(request_id) for request_id in list(self.running)]
+        return [self._advance(key) for key in list(self.running)]
 
-    def _advance(self, request_id) -> FakeOutput:
-        seq = self.running[request_id]
+    def _advance(self, key) -> FakeOutput:
+        seq = self.running[key]
         token = seq.next_token()
         seq.output_ids.append(token)
         new_text = chr(token)
         reason = None
-        stops = [i for i in ((seq.text + new_text).find(s) for s in seq.params.stop) if i >= 0]
+        stops = [(i, len(s)) for s, i in ((s, (seq.text + new_text).find(s)) for s in seq.params.stop) if i >= 0]
         if stops:
-            new_text = (seq.text + new_text)[: min(stops)][len(seq.text):]
+            at, length = min(stops)
+            end = at + length if seq.params.include_stop_str_in_output else at
+            new_text = (seq.text + new_text)[:end][len(seq.text):]
+            reason = "stop"
+        elif seq.script_done:
             reason = "stop"
         elif len(seq.output_ids) >= seq.params.max_tokens:
             reason = "length"
         seq.text += new_text
         if reason:
-            del self.running[request_id]
-        return FakeOutput(request_id, [token], new_text, reason is not None, reason,
-                          len(seq.prompt_ids), len(seq.output_ids))
+            del self.running[key]
+        return FakeOutput(key[0], [token], new_text, reason is not None, reason,
+                          len(seq.prompt_ids), len(seq.output_ids), index=key[1])
 
     def stats(self) -> dict:
         used = sum(seq.blocks(self.block_size) for seq in self.running.values())
@@ -135,14 +163,15 @@ class FakeEngine:
         pass
 
     def generate(self, prompts, params) -> list[FakeCompletion]:
-        offline = FakeEngine(self.max_model_len, self.max_num_seqs, self.block_size, self.num_blocks)
+        offline = FakeEngine(self.max_model_len, self.max_num_seqs, self.block_size, self.num_blocks,
+                             script=self.script)
         params = params if isinstance(params, list) else [params] * len(prompts)
-        outputs = {str(i): [] for i in range(len(prompts))}
-        for request_id, prompt, p in zip(outputs, prompts, params):
-            offline.add_request(request_id, prompt, p)
+        outputs = {(str(i), j): [] for i, p in enumerate(params) for j in range(p.n)}  # prompt-major
+        for i, (prompt, p) in enumerate(zip(prompts, params)):
+            offline.add_request(str(i), prompt, p)
         while offline.has_unfinished():
             for out in offline.step():
-                outputs[out.request_id].append(out)
+                outputs[out.request_id, out.index].append(out)
         return [FakeCompletion([t for o in outs for t in o.new_token_ids], "".join(o.new_text for o in outs),
                                outs[-1].finish_reason) for outs in outputs.values()]
 

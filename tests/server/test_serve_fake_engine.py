@@ -2,10 +2,10 @@
 
 import asyncio
 import json
-import re
 import time
 
 import httpx
+from prom import metric
 import openai
 import pytest
 
@@ -19,10 +19,6 @@ def client(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
 
 
-def metric(url: str, name: str) -> float:
-    text = httpx.get(f"{url}/metrics").text
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
 
 
 def wait_for(condition, timeout=10.0):
@@ -127,7 +123,7 @@ def test_omitted_max_tokens_fills_the_context(fake_engine, serve):
     ({"top_p": 0}, "top_p must be in (0, 1]"),
     ({"top_k": -5}, "top_k must be -1"),
     ({"max_tokens": 0}, "max_tokens must be at least 1"),
-    ({"n": 2}, "n must be 1"),
+    ({"n": 0}, "n must be between 1 and 64"),
     ({"model": "gpt-4"}, "The model `gpt-4` does not exist"),
     ({"prompt": "x" * 60, "max_tokens": 10}, "This model's maximum context length is 64 tokens; you asked for 70"),
     ({"prompt": ""}, "prompt must not be empty"),
@@ -194,10 +190,10 @@ def test_disconnected_stream_frees_its_blocks(serve):
         lines = r.iter_lines()
         for _ in range(3):
             next(line for line in lines if line)
-        assert metric(server.url, "llmc_kv_blocks_used") > 0
-    wait_for(lambda: metric(server.url, 'llmc_requests_total{finish_reason="abort"}') == 1)
-    assert metric(server.url, "llmc_kv_blocks_used") == 0
-    assert metric(server.url, "llmc_num_requests_running") == 0
+        assert metric(server.url, "llmc:kv_cache_usage_perc") > 0
+    wait_for(lambda: metric(server.url, 'llmc:request_success_total{finished_reason="abort"}') == 1)
+    assert metric(server.url, "llmc:kv_cache_usage_perc") == 0
+    assert metric(server.url, "llmc:num_requests_running") == 0
     assert not engine.has_unfinished()
 
 
@@ -206,7 +202,7 @@ def test_disconnected_client_aborts_a_whole_response(serve):
     server = serve(engine)
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{server.url}/v1/completions", json={**BODY, "max_tokens": 50}, timeout=0.3)
-    wait_for(lambda: metric(server.url, 'llmc_requests_total{finish_reason="abort"}') == 1)
+    wait_for(lambda: metric(server.url, 'llmc:request_success_total{finished_reason="abort"}') == 1)
     assert not engine.has_unfinished() and engine.steps < 50
 
 
@@ -238,14 +234,14 @@ def test_metrics_count_tokens_and_latencies(fake_engine, serve):
     for _ in range(2):
         client(server.url).completions.create(**BODY)
     text = httpx.get(f"{server.url}/metrics").text
-    assert metric(server.url, 'llmc_requests_total{finish_reason="length"}') == 2
-    assert metric(server.url, "llmc_prompt_tokens_total") == 10
-    assert metric(server.url, "llmc_generation_tokens_total") == 10
-    assert metric(server.url, "llmc_time_to_first_token_seconds_count") == 2
-    assert metric(server.url, "llmc_inter_token_latency_seconds_count") == 8
-    assert metric(server.url, "llmc_kv_blocks_total") == 32
-    for name in ("llmc_num_requests_running", "llmc_num_requests_waiting", "llmc_kv_blocks_used"):
-        assert f"\n{name} " in text
+    assert metric(server.url, 'llmc:request_success_total{finished_reason="length"}') == 2
+    assert metric(server.url, "llmc:prompt_tokens_total") == 10
+    assert metric(server.url, "llmc:generation_tokens_total") == 10
+    assert metric(server.url, "llmc:time_to_first_token_seconds_count") == 2
+    assert metric(server.url, "llmc:inter_token_latency_seconds_count") == 8
+    assert metric(server.url, "llmc:kv_cache_usage_perc") == 0
+    for name in ("llmc:num_requests_running", "llmc:num_requests_waiting", "llmc:kv_cache_usage_perc"):
+        assert f'\n{name}{{model_name="fake"}} ' in text, text
 
 
 def test_64_concurrent_requests_match_offline_generation(serve):

@@ -4,8 +4,9 @@ import pytest
 
 from llmc.errors import UserError
 from llmc.runtime.server.chat import ChatTemplate, ChatTemplateError
+from llmc.runtime.server.params import sampling_params
 from llmc.runtime.server.protocol import (
-    ApiError, ChatCompletionRequest, CompletionRequest, chat_messages, check_model, prompt_of, sampling_params,
+    ApiError, ChatCompletionRequest, CompletionRequest, chat_messages, check_model, prompt_of,
 )
 
 
@@ -35,7 +36,7 @@ def test_chat_prefers_max_completion_tokens():
     ({"top_p": 1.5}, "top_p", "top_p must be in (0, 1]"),
     ({"top_k": -2}, "top_k", "top_k must be -1"),
     ({"max_tokens": 0}, "max_tokens", "max_tokens must be at least 1"),
-    ({"n": 2}, "n", "n must be 1"),
+    ({"n": 65}, "n", "n must be between 1 and 64"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "stop takes at most 4"),
     ({"seed": -1}, "seed", "seed must be in"),
     ({"logprobs": 2}, "logprobs", "logprobs is not supported"),

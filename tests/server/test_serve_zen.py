@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+from prom import metric
 import openai
 import pytest
 import torch
@@ -80,9 +81,6 @@ def client(served) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0)
 
 
-def metric(url: str, name: str) -> float:
-    found = re.search(rf"^{re.escape(name)} (\S+)$", httpx.get(f"{url}/metrics").text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
 
 
 def offline(engine, prompt, **params):
@@ -134,6 +132,24 @@ def test_chat(client, engine, offline_engine):
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected.text
 
 
+@pytest.mark.parametrize("include, text", [(False, " better "), (True, " better than")])
+def test_include_stop_str_in_output(client, engine, include, text):
+    fields = {"model": engine.model_name, "prompt": "Beautiful is", "max_tokens": 12, "temperature": 0,
+              "stop": [" ugly", "than"], "extra_body": {"include_stop_str_in_output": include}}
+    response = client.completions.create(**fields)
+    assert (response.choices[0].text, response.choices[0].finish_reason) == (text, "stop")
+    assert "".join(c.choices[0].text for c in client.completions.create(**fields, stream=True)) == text
+
+
+def test_n_samples_equal_their_seeds_run_alone(client, engine, offline_engine):
+    response = client.completions.create(model=engine.model_name, prompt="Simple is", max_tokens=10, temperature=1.0,
+                                         seed=11, n=3)
+    expected = [offline(offline_engine, "Simple is", max_tokens=10, temperature=1.0, seed=11 + i) for i in range(3)]
+    assert [c.text for c in sorted(response.choices, key=lambda c: c.index)] == [e.text for e in expected]
+    assert response.usage.prompt_tokens == len(engine.tokenizer.encode("Simple is"))
+    assert response.usage.completion_tokens == sum(len(e.token_ids) for e in expected)
+
+
 def test_64_concurrent_requests_match_offline_generate(served, engine, offline_engine):
     prompts = zen_prompts(64)
     params = [SamplingParams(max_tokens=24, temperature=0.8, top_p=0.95, top_k=40, seed=seed) for seed in range(64)]
@@ -156,7 +172,7 @@ def test_64_concurrent_requests_match_offline_generate(served, engine, offline_e
     ({"top_p": 0}, "top_p must be in (0, 1]"),
     ({"top_k": -2}, "top_k must be -1"),
     ({"max_tokens": 0}, "max_tokens must be at least 1"),
-    ({"n": 3}, "n must be 1"),
+    ({"n": 0}, "n must be between 1 and 64"),
     ({"model": "zen-70b"}, "The model `zen-70b` does not exist"),
     ({"max_tokens": 255}, "This model's maximum context length is 256 tokens; you asked for {}"),
 ])
@@ -196,30 +212,30 @@ def test_kv_pool_admission(zen_bundle):
 
 
 def test_disconnected_stream_frees_its_kv_blocks(served, engine):
-    aborted = metric(served.url, 'llmc_requests_total{finish_reason="abort"}')
+    aborted = metric(served.url, 'llmc:request_success_total{finished_reason="abort"}')
     body = {"model": engine.model_name, "prompt": "Beautiful is", "max_tokens": 200, "stream": True,
             "ignore_eos": True}
     with httpx.stream("POST", f"{served.url}/v1/completions", json=body) as response:
         events = (line for line in response.iter_lines() if line)
         for _ in range(3):
             next(events)
-        assert metric(served.url, "llmc_kv_blocks_used") > 0
+        assert metric(served.url, "llmc:kv_cache_usage_perc") > 0
     deadline = time.monotonic() + 30
-    while metric(served.url, 'llmc_requests_total{finish_reason="abort"}') == aborted:
+    while metric(served.url, 'llmc:request_success_total{finished_reason="abort"}') == aborted:
         assert time.monotonic() < deadline, "the aborted request is still running"
         time.sleep(0.05)
-    assert metric(served.url, "llmc_kv_blocks_used") == 0
-    assert metric(served.url, "llmc_num_requests_running") == 0
+    assert metric(served.url, "llmc:kv_cache_usage_perc") == 0
+    assert metric(served.url, "llmc:num_requests_running") == 0
 
 
 def test_metrics(served, client, engine):
-    before = metric(served.url, "llmc_generation_tokens_total")
+    before = metric(served.url, "llmc:generation_tokens_total")
     client.completions.create(model=engine.model_name, prompt="Beautiful is", max_tokens=5, temperature=0,
                               extra_body={"ignore_eos": True})
-    assert metric(served.url, "llmc_generation_tokens_total") == before + 5
-    assert metric(served.url, "llmc_time_to_first_token_seconds_count") >= 1
-    assert metric(served.url, "llmc_inter_token_latency_seconds_count") >= 4
-    assert metric(served.url, "llmc_kv_blocks_total") > 0
+    assert metric(served.url, "llmc:generation_tokens_total") == before + 5
+    assert metric(served.url, "llmc:time_to_first_token_seconds_count") >= 1
+    assert metric(served.url, "llmc:inter_token_latency_seconds_count") >= 4
+    assert "llmc:kv_cache_usage_perc{" in httpx.get(f"{served.url}/metrics").text
 
 
 def test_sigterm_drains_the_real_server(zen_bundle):

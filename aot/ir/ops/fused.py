@@ -1,7 +1,8 @@
 """Linear layers with their producer folded into the A operand's prologue.
 
 `norm_linear` reads the residual stream and normalises it on the way into the matrix product;
-`silu_mul_linear` reads the merged [gate | up] projection and gates it on the way in. Each is
+`silu_mul_linear` and `gelu_tanh_mul_linear` read the merged [gate | up] projection and gate it
+on the way in. Each is
 exactly the unfused pair of ops, so the natives below are compositions of theirs.
 """
 
@@ -11,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ..op import register_op
-from .activation import silu_and_mul
+from .activation import gelu_tanh_and_mul, silu_and_mul
 from .linear import linear
 from .norm import rms_norm
 
@@ -37,3 +38,9 @@ def _silu_mul_linear_fake(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> 
 def silu_mul_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     # [T, 2K] gate | up, [N, K] -> [T, N]: linear(silu(gate) * up, W, b)
     return linear.native(silu_and_mul.native(x), weight, bias)
+
+
+@register_op(fake=_silu_mul_linear_fake)
+def gelu_tanh_mul_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    # [T, 2K] gate | up, [N, K] -> [T, N]: linear(gelu_tanh(gate) * up, W, b)
+    return linear.native(gelu_tanh_and_mul.native(x), weight, bias)

@@ -15,14 +15,16 @@ from .norm import head_rms_norm
 
 
 def _rotate(x: Tensor, positions: Tensor, cos_sin_cache: Tensor, head_dim: int) -> Tensor:
-    tokens = x.shape[0]
-    cos, sin = cos_sin_cache[positions.long()].chunk(2, dim=-1)  # [T, hd/2] each, float32
+    # the first cos_sin_cache.shape[1] dims of each head rotate (all of them but with partial rotary)
+    tokens, rot = x.shape[0], cos_sin_cache.shape[1]
+    cos, sin = cos_sin_cache[positions.long()].chunk(2, dim=-1)  # [T, rot/2] each, float32
     cos = torch.cat((cos, cos), dim=-1).to(x.dtype)[:, None, :]
     sin = torch.cat((sin, sin), dim=-1).to(x.dtype)[:, None, :]
     heads = x.reshape(tokens, -1, head_dim)
-    first, second = heads.chunk(2, dim=-1)
+    part, rest = heads[..., :rot], heads[..., rot:]
+    first, second = part.chunk(2, dim=-1)
     rotated = torch.cat((-second, first), dim=-1)
-    return (heads * cos + rotated * sin).reshape(x.shape)
+    return torch.cat((part * cos + rotated * sin, rest), dim=-1).reshape(x.shape)
 
 
 def _rotary_fake(q: Tensor, k: Tensor, positions: Tensor, cos_sin_cache: Tensor, head_dim: int) -> tuple[Tensor, Tensor]:
@@ -33,7 +35,7 @@ def _rotary_fake(q: Tensor, k: Tensor, positions: Tensor, cos_sin_cache: Tensor,
 def rotary_embedding(
     q: Tensor, k: Tensor, positions: Tensor, cos_sin_cache: Tensor, head_dim: int
 ) -> tuple[Tensor, Tensor]:
-    # q [T, Hq*hd], k [T, Hk*hd], positions [T], cos_sin_cache [P, hd] (cos | sin) -> rotated q, k
+    # q [T, Hq*hd], k [T, Hk*hd], positions [T], cos_sin_cache [P, rot] (cos | sin), rot <= hd -> rotated q, k
     return _rotate(q, positions, cos_sin_cache, head_dim), _rotate(k, positions, cos_sin_cache, head_dim)
 
 

@@ -26,3 +26,15 @@ def split(x: Tensor, sizes: list[int]) -> list[Tensor]:
 def add(x: Tensor, y: Tensor) -> Tensor:
     # elementwise x + y: the residual connection
     return x + y
+
+
+@register_op
+def scale(x: Tensor, factor: float) -> Tensor:
+    # x * factor, the factor rounded to x's dtype first (Gemma's embedding scale)
+    return x * torch.tensor(factor, dtype=x.dtype)
+
+
+@register_op
+def soft_cap(x: Tensor, cap: float) -> Tensor:
+    # cap * tanh(x / cap), in float32 (Gemma 2's final logit soft-cap)
+    return (torch.tanh(x.float() / cap) * cap).to(x.dtype)

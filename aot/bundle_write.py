@@ -1,0 +1,96 @@
+"""The write stage: everything a bundle holds as one value, then the bundle on disk.
+
+Weights stream into `weights/model.safetensors` one tensor at a time (header first, digested as
+written); plans, lock, kernels, tokenizer and self-test are small JSON or binaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import llmc
+from llmc.artifacts import BundleWriter
+from llmc.artifacts.safetensors_stream import Entry
+
+from . import ingest
+from .compile import kernel_index
+from .stages import Compiled
+from .weights import load
+
+ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.int32: "I32", torch.int64: "I64",
+             torch.float64: "F64", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL", torch.int16: "I16",
+             torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2"}
+
+
+@dataclass(frozen=True)
+class BundleContents:
+    compiled: Compiled
+    selftest: dict
+
+    @property
+    def plans(self) -> dict:
+        return self.compiled.plans
+
+    @property
+    def weights(self) -> dict:
+        return self.compiled.planned.lowered.fused.weights
+
+
+def contents(compiled: Compiled) -> BundleContents:
+    from .selftest import selftest
+
+    return BundleContents(compiled, selftest(compiled.planned.lowered.fused))
+
+
+def write_bundle(out: Path, c: BundleContents) -> dict:
+    """Write the bundle at `out` (atomically); return its manifest."""
+    i = c.compiled.planned.lowered.fused.ingested
+    spec, config, target = i.spec, i.config, i.target
+    with BundleWriter(out) as w:
+        w.write_safetensors("weights/model.safetensors", [_entry(name, weight) for name, weight in c.weights.items()])
+        for name, plan in sorted(c.plans.items()):
+            w.write_json(f"plans/{name}.json", plan)
+        w.write_json("impls.lock.json", {"nodes": dict(sorted(c.compiled.planned.lowered.lock.items()))})
+        if c.compiled.kernels:
+            for kernel in sorted(c.compiled.kernels.values(), key=lambda k: k.id):
+                w.write_bytes(kernel.file, kernel.binary)
+            w.write_json("kernels/index.json", kernel_index(c.compiled.kernels.values()))
+        for name, path in sorted(i.tokenizer.items()):
+            if name in ("tokenizer_config.json", "generation_config.json"):
+                w.write_json(f"tokenizer/{name}", _without_paths(ingest.read_json(path)))
+            else:
+                w.copy_file(f"tokenizer/{name}", path)
+        w.write_json("selftest.json", c.selftest)
+        model_fields = {
+            **spec.to_json(), "dtype": i.dtype, "sliding_window": max(spec.sliding_windows, default=0),
+            "bos_token_id": spec.bos_token_id if isinstance(spec.bos_token_id, int) else None,
+        }
+        decode = sorted(p["num_tokens"] for p in c.plans.values() if p["kind"] == "decode")
+        prefill = sorted(p["num_tokens"] for p in c.plans.values() if p["kind"] == "prefill")
+        return w.commit({
+            "llmc_version": llmc.__version__,
+            "target": {"name": target.name, "backend": target.backend, "arch": target.arch, "warp_size": target.warp_size},
+            "model": model_fields,
+            "build": {**config.manifest_fields(i.dtype, i.max_seq_len), "target": target.name,
+                      "decode_buckets": decode, "prefill_buckets": prefill},
+            "kv_cache": i.kv_layout,
+            "toolchain": i.toolchain,
+            "build_key": i.build_key,
+            **({"quantization": i.quantization.to_json()} if i.quantization else {}),
+        })
+
+
+def _entry(name: str, weight) -> Entry:
+    def data() -> memoryview:
+        tensor = load(weight).contiguous()
+        return tensor.view(torch.uint8).numpy().data if tensor.numel() else memoryview(b"")
+
+    return Entry(name, ST_DTYPES[weight.dtype], tuple(weight.shape), data)
+
+
+def _without_paths(config: dict) -> dict:
+    """Tokenizer files as JSON, less the fields where Hugging Face records local paths."""
+    return {k: v for k, v in config.items() if k not in ("name_or_path", "tokenizer_file", "_name_or_path")}

@@ -1,0 +1,171 @@
+"""The build's stages, each a function from the previous stage's value to its own.
+
+    ingest -> trace -> fuse -> lower -> plan -> compile -> write
+
+Every value is a frozen dataclass that `dump()` turns into JSON-friendly data; no stage calls
+into a later one or edits an earlier one's value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch.fx
+
+from . import ingest, model
+from .build_key import build_key, toolchain_versions
+from .config import BuildConfig
+from .fp8_weights import quantized_linears
+from .lower import Choice
+from .passes import run_passes
+from .quantize import Scheme, build_scheme
+from .plan import buckets, lower_bucket, plan_bucket, with_kernel_ids
+from .spec import ModelSpec
+from .target import Target
+from .weights import constant
+
+
+@dataclass(frozen=True)
+class Ingested:
+    model_dir: Path
+    config: BuildConfig
+    target: Target
+    spec: ModelSpec
+    dtype: str
+    max_seq_len: int
+    weights: dict  # IR name -> Weight (nothing loaded)
+    tokenizer: dict[str, Path]
+    toolchain: dict[str, str]
+    build_key: str
+    quantization: Scheme | None = None  # FP8 linears: the checkpoint's scheme, or --quantize's
+
+    @property
+    def kv_layout(self) -> dict:
+        return {"num_layers": self.spec.num_layers, "block_size": self.config.kv_block_size,
+                "num_kv_heads": self.spec.num_kv_heads, "head_dim": self.spec.head_dim, "dtype": self.dtype}
+
+    @property
+    def max_blocks(self) -> int:
+        return -(-self.max_seq_len // self.config.kv_block_size)
+
+
+@dataclass(frozen=True)
+class Traced:
+    ingested: Ingested
+    graph: torch.fx.GraphModule
+
+
+@dataclass(frozen=True)
+class Fused:
+    ingested: Ingested
+    graph: torch.fx.GraphModule
+    weights: dict  # after weight transforms (lazy concatenations, ...); unused ones dropped
+    pass_log: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Lowered:
+    fused: Fused
+    choices: dict[str, dict[str, Choice]]  # bucket name -> node name -> Choice
+
+    @property
+    def lock(self) -> dict:
+        return {f"{b}/{n}": c.lock_entry() for b, nodes in self.choices.items() for n, c in nodes.items()}
+
+
+@dataclass(frozen=True)
+class Planned:
+    lowered: Lowered
+    plans: dict[str, dict]  # bucket name -> plan JSON whose launches name kernel specs by index
+    specs: dict[str, tuple]  # bucket name -> its KernelSpecs
+
+
+@dataclass(frozen=True)
+class Compiled:
+    planned: Planned
+    plans: dict[str, dict]  # plan JSON whose launches name compiled kernels by id
+    kernels: dict  # id -> CompiledKernel
+    compiled: int
+    cached: int
+
+
+def ingest_stage(model_dir: Path, config: BuildConfig, target: Target) -> Ingested:
+    spec = ingest.read_spec(model_dir)
+    dtype = config.dtype or spec.checkpoint_dtype
+    max_seq_len = min(config.max_seq_len, spec.max_position_embeddings)
+    scheme = build_scheme(model_dir, config.quantize, target)
+    checkpoint = ingest.scan_checkpoint(model_dir)
+    weights = ingest.read_weights(model_dir, spec, ingest.DTYPES[dtype], checkpoint)
+    if config.quantize:
+        weights = quantized_linears(weights)
+    weights.update({name: constant(t, name) for name, t in model.rope_tables(spec, max_seq_len).items()})
+    toolchain = toolchain_versions(target)
+    return Ingested(model_dir, config, target, spec, dtype, max_seq_len, weights, ingest.tokenizer_files(model_dir),
+                    toolchain, build_key(checkpoint.digest, config, target, toolchain), scheme)
+
+
+def trace_stage(ingested: Ingested) -> Traced:
+    return Traced(ingested, model.trace(ingested.spec, ingested.weights))
+
+
+def fuse_stage(traced: Traced) -> Fused:
+    weights = dict(traced.ingested.weights)
+    log = run_passes(traced.graph, weights)
+    return Fused(traced.ingested, traced.graph, weights, tuple(log))
+
+
+def lower_stage(fused: Fused) -> Lowered:
+    i = fused.ingested
+    choices = {b.name: lower_bucket(fused.graph, b, fused.weights, i.target, i.config.op_priority, i.kv_layout, i.max_blocks)
+               for b in buckets(i.config.max_batch_size, i.config.max_num_batched_tokens)}
+    return Lowered(fused, choices)
+
+
+def plan_stage(lowered: Lowered) -> Planned:
+    fused, i = lowered.fused, lowered.fused.ingested
+    plans, specs = {}, {}
+    for bucket in buckets(i.config.max_batch_size, i.config.max_num_batched_tokens):
+        plans[bucket.name], found = plan_bucket(fused.graph, bucket, fused.weights, i.target, lowered.choices[bucket.name],
+                                                i.kv_layout, i.max_blocks)
+        specs[bucket.name] = tuple(found)
+    return Planned(lowered, plans, specs)
+
+
+def compile_stage(planned: Planned) -> Compiled:
+    if not any(planned.specs.values()):
+        return Compiled(planned, dict(planned.plans), {}, 0, 0)
+    from llmc.artifacts.kernel_cache import KernelCache
+
+    from .compile import compile_all
+
+    names = list(planned.plans)
+    flat = [spec for name in names for spec in planned.specs[name]]
+    kernels, stats = compile_all(flat, KernelCache())
+    plans, start = {}, 0
+    for name in names:
+        count = len(planned.specs[name])
+        plans[name] = with_kernel_ids(planned.plans[name], list(stats.ids[start:start + count]))
+        start += count
+    return Compiled(planned, plans, kernels, stats.compiled, stats.cached)
+
+
+def dump(value) -> object:
+    """A stage's value as JSON-friendly data (graphs as code, weights as shape/dtype/origin)."""
+    if isinstance(value, torch.fx.GraphModule):
+        return value.code
+    if hasattr(value, "make") and hasattr(value, "doc"):
+        return {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch."), "from": value.doc}
+    if isinstance(value, Choice):
+        return value.lock_entry()
+    if isinstance(value, Target):
+        return value.name
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: dump(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, dict):
+        return {str(k): dump(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [dump(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)

@@ -1,0 +1,121 @@
+"""The schema of plans/<name>.json (docs/FORMAT.md): fields, buffers, and every argument reference.
+
+Checks of form only; whether a plan can run with this bundle's weights, KV cache and kernels is
+validate.py's.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .manifest import (DTYPE, DTYPES, INTS, NONEMPTY, NONNEG, POS, POS_INTS, check_fields, fail, get, is_int,
+                       is_number, need_dict, need_list)
+
+PLAN = {"name": NONEMPTY, "kind": ("'decode' or 'prefill'", lambda v: v in ("decode", "prefill")),
+        "num_tokens": POS, "num_seqs": POS, "num_logits": POS, "max_blocks_per_seq": POS, "arena_bytes": NONNEG}
+TENSOR = {"shape": INTS, "dtype": DTYPE}
+BUFFER = {"offset": NONNEG, "shape": INTS, "dtype": DTYPE}
+STEP = {"node": NONEMPTY, "op": NONEMPTY, "provider": NONEMPTY}
+LAUNCH = {"kernel": NONEMPTY, "grid": ("1 to 3 positive integers",
+                                       lambda v: POS_INTS[1](v) and 1 <= len(v) <= 3)}
+ARENA_ALIGN = 256
+SCALAR_RANGE = {"i32": (-(2**31), 2**31 - 1), "i64": (-(2**63), 2**63 - 1), "fp32": None}
+ARG_FORMS = ("buffer", "input", "weight", "kv_cache", "const")  # the op's arguments (cpu backend)
+PARAM_FORMS = ("buffer", "input", "weight", "kv_cache", "scalar", "null")  # a kernel's parameters
+
+
+def validate_plan(obj: object, name: str) -> dict:
+    """Check a launch plan's structure and that every buffer reference names a buffer."""
+    doc = f"plans/{name}.json"
+    plan = need_dict(obj, doc, "")
+    check_fields(plan, PLAN, doc)
+    if plan["name"] != name:
+        fail(doc, "name", f"must be {name!r}, the plan's file name")
+    for section, table in (("inputs", TENSOR), ("buffers", BUFFER)):
+        value, field = get(plan, section, doc)
+        for key, spec in need_dict(value, doc, field).items():
+            check_fields(need_dict(spec, doc, f"{field}.{key}"), table, doc, f"{field}.{key}")
+    for key, buf in plan["buffers"].items():
+        nbytes = math.prod(buf["shape"]) * DTYPES[buf["dtype"]]
+        if buf["offset"] % ARENA_ALIGN:
+            fail(doc, f"buffers.{key}.offset", f"must be a multiple of {ARENA_ALIGN}")
+        if buf["offset"] + nbytes > plan["arena_bytes"]:
+            fail(doc, f"buffers.{key}", f"ends at byte {buf['offset'] + nbytes}, past arena_bytes {plan['arena_bytes']}")
+    outputs, _ = get(plan, "outputs", doc)
+    for key, ref in need_dict(outputs, doc, "outputs").items():
+        _buffer_name(ref, plan, doc, f"outputs.{key}")
+    steps, _ = get(plan, "steps", doc)
+    for i, step in enumerate(need_list(steps, doc, "steps")):
+        where = f"steps[{i}]"
+        check_fields(need_dict(step, doc, where), STEP, doc, where)
+        args, field = get(step, "args", doc, where)
+        for j, arg in enumerate(need_list(args, doc, field)):
+            _check_ref(arg, ARG_FORMS, plan, doc, f"{field}[{j}]", allow_list=True)
+        outs, field = get(step, "outputs", doc, where)
+        for j, ref in enumerate(need_list(outs, doc, field)):
+            _buffer_name(ref, plan, doc, f"{field}[{j}]")
+        for k, launch in enumerate(need_list(step.get("launches", []), doc, f"{where}.launches")):
+            lwhere = f"{where}.launches[{k}]"
+            check_fields(need_dict(launch, doc, lwhere), LAUNCH, doc, lwhere)
+            params, field = get(launch, "params", doc, lwhere)
+            for j, param in enumerate(need_list(params, doc, field)):
+                _check_ref(param, PARAM_FORMS, plan, doc, f"{field}[{j}]")
+    return plan
+
+
+def _buffer_name(ref: object, plan: dict, doc: str, field: str) -> None:
+    if not isinstance(ref, str) or ref not in plan["buffers"]:
+        fail(doc, field, "must name a buffer of 'buffers'")
+
+
+def _is_const(v: object, depth: int = 0) -> bool:
+    if v is None or isinstance(v, bool) or is_number(v):
+        return True
+    return isinstance(v, list) and depth < 4 and all(_is_const(x, depth + 1) for x in v)
+
+
+def _check_ref(ref: object, forms: tuple[str, ...], plan: dict, doc: str, field: str, allow_list: bool = False):
+    """One argument reference of FORMAT.md: {"buffer": name}, {"kv_cache": "k", "layer": 0}, ..."""
+    if allow_list and isinstance(ref, list):  # a list-of-tensors argument (concat)
+        for j, item in enumerate(ref):
+            _check_ref(item, forms, plan, doc, f"{field}[{j}]")
+        return
+    keys = set(ref) if isinstance(ref, dict) else set()
+    form = next((f for f in forms if f in keys), None)
+    extra = {"kv_cache": {"layer"}, "scalar": {"type"}}.get(form, set())
+    if form is None or keys != {form} | extra:
+        fail(doc, field, "must be one of " + ", ".join(_FORM_TEXT[f] for f in forms))
+    value = ref[form]
+    if form == "buffer":
+        _buffer_name(value, plan, doc, f"{field}.buffer")
+    elif form == "input" and (not isinstance(value, str) or value not in plan["inputs"]):
+        fail(doc, f"{field}.input", "must name an input of 'inputs'")
+    elif form == "weight" and not NONEMPTY[1](value):
+        fail(doc, f"{field}.weight", "must be a non-empty string")
+    elif form == "kv_cache":
+        if value not in ("k", "v"):
+            fail(doc, f"{field}.kv_cache", "must be 'k' or 'v'")
+        if not NONNEG[1](ref["layer"]):
+            fail(doc, f"{field}.layer", "must be a non-negative integer")
+    elif form == "const" and not _is_const(value):
+        fail(doc, f"{field}.const", "must be a number, a list of numbers, or null")
+    elif form == "scalar":
+        kind = ref["type"]
+        if not isinstance(kind, str) or kind not in SCALAR_RANGE:
+            fail(doc, f"{field}.type", "must be 'i32', 'i64' or 'fp32'")
+        bounds = SCALAR_RANGE[kind]
+        if bounds is None and not is_number(value):
+            fail(doc, f"{field}.scalar", "must be a finite number")
+        if bounds is not None and not (is_int(value) and bounds[0] <= value <= bounds[1]):
+            fail(doc, f"{field}.scalar", f"must be an integer in {kind} range")
+    elif form == "null" and value is not True:
+        fail(doc, f"{field}.null", "must be true")
+
+
+_FORM_TEXT = {
+    "buffer": '{"buffer": name}', "input": '{"input": name}', "weight": '{"weight": name}',
+    "kv_cache": '{"kv_cache": "k"|"v", "layer": i}', "const": '{"const": value}',
+    "scalar": '{"scalar": value, "type": "i32"|"i64"|"fp32"}', "null": '{"null": true}',
+}
+
+

@@ -1,0 +1,70 @@
+"""Write a safetensors file one tensor at a time, the header first, hashing the bytes as they go.
+
+The bytes equal `safetensors.torch.save` of the same tensors: entries ordered by dtype (widest
+first, as the library orders them) then name, compact JSON, the header padded with spaces to a
+multiple of 8 bytes. Only the header and one tensor's bytes are in memory at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass
+from typing import Callable
+
+from .safetensors_check import DTYPES
+
+# the safetensors library's order of dtypes in a file it writes
+DTYPE_ORDER = ("U64", "I64", "F64", "F32", "U32", "I32", "BF16", "F16", "U16", "I16", "F8_E4M3", "F8_E5M2", "I8", "U8", "BOOL")
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    dtype: str  # safetensors dtype
+    shape: tuple[int, ...]
+    data: Callable[[], memoryview]  # the tensor's bytes, made when the writer reaches it
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * DTYPES[self.dtype]
+
+
+def ordered(entries: list[Entry]) -> list[Entry]:
+    return sorted(entries, key=lambda e: (DTYPE_ORDER.index(e.dtype), e.name))
+
+
+def header(entries: list[Entry]) -> bytes:
+    """Length field and JSON header for `entries` (in file order)."""
+    fields, offset = {}, 0
+    for e in entries:
+        fields[e.name] = {"dtype": e.dtype, "shape": list(e.shape), "data_offsets": [offset, offset + e.nbytes]}
+        offset += e.nbytes
+    text = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-(8 + len(text)) % 8)
+    return struct.pack("<Q", len(text)) + text
+
+
+def write(path: str | os.PathLike, entries: list[Entry]) -> tuple[str, int]:
+    """Write the file; return its sha256 and size, computed while writing."""
+    entries = ordered(entries)
+    digest, size = hashlib.sha256(), 0
+    with open(path, "wb") as f:
+        for chunk in _chunks(entries):
+            digest.update(chunk)
+            f.write(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _chunks(entries: list[Entry]):
+    yield header(entries)
+    for e in entries:
+        data = memoryview(e.data()).cast("B")
+        if len(data) != e.nbytes:
+            raise ValueError(f"tensor {e.name!r}: {len(data)} bytes made, its shape {list(e.shape)} of {e.dtype} needs {e.nbytes}")
+        yield data
+        del data

@@ -1,0 +1,181 @@
+"""Running plans on the GPU backend: one synchronous step (`run`), and the runner's protocol
+(`inputs`, `launch`, `wait`) that lets the host prepare step N+1 while step N runs (gpu.py)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cuda_launch import PreparedLaunch, run_eager
+from .cuda_memory import input_offsets, to_float32
+from .driver import DriverError
+
+
+@dataclass
+class PlanState:
+    plan: dict
+    launches: list[PreparedLaunch]
+    dev_inputs: int  # device address of this plan's inputs, back to back (256-aligned each)
+    host_inputs: int  # their pinned host mirror, same layout
+    input_bytes: int
+    views: dict[str, np.ndarray]  # numpy views of the pinned mirror, one per input
+    slot_hosts: list[int] = None  # the two pinned mirrors (slot 0 is host_inputs)
+    slot_views: list[dict[str, np.ndarray]] = None
+    outputs: dict = None  # next_tokens / logits -> (arena offset, shape, dtype)
+    graph: object = None  # graph exec, for captured plans
+    copies: dict = None  # next_tokens / logits -> ((host ptr, arena offset, nbytes), numpy view of the host ptr)
+    slot_copies: list[dict] = None  # the same per output slot (slot 0 is copies)
+
+
+@dataclass
+class Launched:
+    state: PlanState
+    slot: int
+    want_logits: bool
+
+
+
+class GpuSteps:
+    """The running half of GpuBackend (which loads everything these methods use)."""
+
+    def _execute_checked(self, state: PlanState, doing: str, copies=()) -> None:
+        """Inputs in, the plan (graph or eager), `copies` (host ptr, arena offset, nbytes) out, sync.
+        An asynchronous fault is reported with the plan's name."""
+        drv, stream = self.drv, self.stream
+        try:
+            drv.copy_htod(state.dev_inputs, state.host_inputs, state.input_bytes, stream)
+            self._replay(state)
+            for dst, offset, nbytes in copies:
+                drv.copy_dtoh(dst, self.arena + offset, nbytes, stream)
+            drv.sync(stream)
+        except DriverError as e:
+            raise self._named(e, doing, state) from None
+
+    def _replay(self, state: PlanState) -> None:
+        if state.graph is not None:
+            self.drv.graph_launch(state.graph, self.stream)
+        else:
+            run_eager(self.drv, self.stream, state.launches, self.sync_each_launch)
+
+    def _named(self, e: DriverError, doing: str, state: PlanState) -> DriverError:
+        """An asynchronous fault, reported with the plan's name."""
+        asynchronous = e.func != self.drv.launch_func and not self.sync_each_launch
+        hint = " (open with sync_each_launch=True to name the kernel)" if asynchronous else ""
+        return type(e)(f"{e} while {doing} plan {state.plan['name']}{hint}", e.func, e.error)
+
+    def _state(self, name: str) -> PlanState:
+        state = self.plans.get(name)
+        if state is None or self._closed:
+            raise ValueError("the backend is closed" if self._closed else f"plan {name!r} is not loaded")
+        if threading.get_ident() not in self._threads:  # a context is current per thread
+            self.drv.set_current(self.ctx)
+            self._threads.add(threading.get_ident())
+        return state
+
+    # -- the runner's protocol ---------------------------------------------------------------
+
+    def inputs(self, plan_name: str) -> dict[str, np.ndarray]:
+        """The pinned input arrays of the next launch (the slot whose last input copy is done)."""
+        state, slot = self._state(plan_name), self._launches % 2
+        if self._slot_busy[slot]:
+            self.drv.event_sync(self._events[slot][0])
+            self._slot_busy[slot] = False
+        return state.slot_views[slot]
+
+    def launch(self, plan_name: str, feed=(), want_logits: bool = False) -> Launched:
+        """Enqueue one step; `feed` lists (input_ids row, row of the previous launch's next_tokens)."""
+        state, slot = self._state(plan_name), self._launches % 2
+        drv, stream = self.drv, self.stream
+        self._check_indices(state, state.slot_views[slot], skip=[dst for dst, _ in feed])
+        if want_logits and "logits" not in state.copies:
+            raise ValueError(f"{plan_name} has no logits output")
+        copies = state.slot_copies[slot]
+        try:
+            drv.copy_htod(state.dev_inputs, state.slot_hosts[slot], state.input_bytes, stream)
+            drv.event_record(self._events[slot][0], stream)
+            self._slot_busy[slot] = True
+            ids = state.dev_inputs + input_offsets(state.plan)[0]["input_ids"]
+            for dst, src, n in _runs(feed):
+                drv.copy_dtod(ids + 4 * dst, self._prev_tokens + 4 * src, 4 * n, stream)
+            self._replay(state)
+            for key in ("next_tokens", "logits") if want_logits else ("next_tokens",):
+                dst, offset, nbytes = copies[key][0]
+                drv.copy_dtoh(dst, self.arena + offset, nbytes, stream)
+            drv.event_record(self._events[slot][1], stream)
+        except DriverError as e:
+            raise self._named(e, "launching", state) from None
+        self._prev_tokens = self.arena + state.outputs["next_tokens"][0]
+        self._launches += 1
+        return Launched(state, slot, want_logits)
+
+    def wait(self, launched: Launched) -> tuple[np.ndarray, np.ndarray | None]:
+        """The step's (next_tokens int32 [R], logits float32 [R, V] or None); call it before the
+        launch after next, which reuses the step's output slot."""
+        try:
+            self.drv.event_sync(self._events[launched.slot][1])
+        except DriverError as e:
+            raise self._named(e, "running", launched.state) from None
+        copies = launched.state.slot_copies[launched.slot]
+        tokens = copies["next_tokens"][1].astype(np.int32)
+        if not launched.want_logits:
+            return tokens, None
+        return tokens, to_float32(copies["logits"][1], launched.state.outputs["logits"][2])
+
+    # -- one synchronous step ----------------------------------------------------------------
+
+    def run(self, plan: dict, inputs: dict[str, np.ndarray], want_logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Run one step of `plan`; returns (next_tokens int32 [R], logits float32 [R, V] or None)."""
+        name = plan["name"]
+        state = self._state(name)
+        for key, view in state.views.items():
+            value = inputs.get(key)
+            if value is None:
+                raise ValueError(f"{name}: input {key!r} is missing")
+            value = np.asarray(value)
+            if value.shape != view.shape:
+                raise ValueError(f"{name}: input {key!r} has shape {value.shape}; the plan needs {view.shape}")
+            np.copyto(view, value, casting="same_kind")
+        self._check_indices(state)
+        if want_logits and "logits" not in state.copies:
+            raise ValueError(f"{name} has no logits output")
+        tokens = state.copies["next_tokens"]
+        logits = state.copies["logits"] if want_logits else None
+        self._execute_checked(state, "running", [tokens[0], logits[0]] if want_logits else [tokens[0]])
+        # copies out of the pinned buffer, which the next step reuses
+        return tokens[1].astype(np.int32), (to_float32(logits[1], state.outputs["logits"][2]) if want_logits else None)
+
+    def _check_indices(self, state: PlanState, views: dict | None = None, skip=()) -> None:
+        """Refuse ids that would make a kernel read or write out of bounds (cheap: the arrays are small;
+        viewed as unsigned, a negative id is huge, so one max() checks both ends). `skip`: input_ids
+        rows the device fills (fed tokens)."""
+        v = state.views if views is None else views
+        checks = (("input_ids", self.manifest["model"]["vocab_size"]), ("block_tables", self.num_kv_blocks),
+                  ("slot_mapping", self.num_kv_blocks * self.kv.block_size))
+        for key, high in checks:
+            if key not in v or not v[key].size:
+                continue
+            ids = v[key].view(np.uint32)
+            if key == "input_ids" and skip:
+                ids = np.delete(ids, skip)
+                if not ids.size:
+                    continue
+            if key == "slot_mapping":  # -1 (write nothing) is allowed
+                ids = ids + np.uint32(1)
+                high += 1
+            if ids.max() >= high:
+                raise ValueError(f"{state.plan['name']}: {key} holds values outside "
+                                 f"[{-1 if key == 'slot_mapping' else 0}, {high - (key == 'slot_mapping')}): "
+                                 f"{v[key].min()}..{v[key].max()}")
+
+
+def _runs(feed) -> list[tuple[int, int, int]]:
+    """(dst, src) pairs as (dst, src, count) runs of consecutive rows: one copy per run."""
+    runs: list[list[int]] = []
+    for dst, src in feed:
+        if runs and runs[-1][0] + runs[-1][2] == dst and runs[-1][1] + runs[-1][2] == src:
+            runs[-1][2] += 1
+        else:
+            runs.append([dst, src, 1])
+    return [tuple(r) for r in runs]

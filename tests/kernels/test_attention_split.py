@@ -1,0 +1,90 @@
+"""`split_kv_paged_attention`: the split-KV kernels against the native function, through Triton's
+interpreter, at contexts up to 32k; and the launch rule's choice of splits."""
+
+import dataclasses
+from typing import NamedTuple
+
+import pytest
+import torch
+from harness import parametrize, run
+from tolerances import assert_close
+
+from llmc.aot.ir import OPS
+from llmc.aot.launch_context import DEFAULT_CONTEXT, launch_context
+from llmc.kernels.attention_split import num_splits
+
+
+class Case(NamedTuple):
+    seq_lens: tuple[int, ...]  # tokens in the cache per sequence (0 with no new token: an empty sequence)
+    q_heads: int
+    kv_heads: int
+    head_dim: int
+    block_size: int
+    sliding_window: int
+    pad_rows: int  # rows of q past the last sequence
+    pad_seqs: int  # sequences with no tokens
+    num_sms: int  # the launch context's multiprocessors (few: no split)
+    max_splits: int = 8
+
+
+CASES = {
+    "split_gqa": Case((5, 300, 1000), 4, 2, 16, 16, 0, 2, 1, 132),
+    "split_window_empty": Case((3000, 0, 40), 2, 1, 32, 8, 500, 1, 0, 132),
+    "split_32k": Case((32768, 700), 2, 1, 16, 64, 0, 0, 1, 132, 16),
+    "one_split": Case((600, 33), 4, 1, 16, 16, 0, 1, 0, 1),
+}
+
+
+def make_case(name: str, dtype: torch.dtype):
+    case = CASES[name]
+    gen = torch.Generator().manual_seed(sum(case.seq_lens) + case.head_dim)
+    bs = case.block_size
+    blocks_per_seq = [(n + bs - 1) // bs for n in case.seq_lens]
+    num_blocks = sum(blocks_per_seq) + 3
+    order = torch.randperm(num_blocks, generator=gen).to(torch.int32)  # blocks scattered over the pool
+    num_seqs = len(case.seq_lens) + case.pad_seqs
+    block_tables = torch.zeros(num_seqs, max(blocks_per_seq) + 1, dtype=torch.int32)
+    used = 0
+    for b, count in enumerate(blocks_per_seq):
+        block_tables[b, :count] = order[used : used + count]
+        used += count
+    starts = [0]
+    for n in case.seq_lens:
+        starts.append(starts[-1] + (n > 0))
+    query_start_loc = torch.tensor(starts + [starts[-1]] * case.pad_seqs, dtype=torch.int32)
+    seq_lens = torch.tensor(list(case.seq_lens) + [0] * case.pad_seqs, dtype=torch.int32)
+    q = torch.randn(starts[-1] + case.pad_rows, case.q_heads * case.head_dim, generator=gen).to(dtype)
+    cache_shape = (num_blocks, bs, case.kv_heads, case.head_dim)
+    k_cache = torch.randn(cache_shape, generator=gen).to(dtype)
+    v_cache = torch.randn(cache_shape, generator=gen).to(dtype)
+    return (q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, 1, case.head_dim**-0.5, case.sliding_window,
+            case.max_splits)
+
+
+@parametrize("split_kv_paged_attention", make_case, name=list(CASES), dtype=(torch.float32, torch.bfloat16))
+def test_split_kv_attention(provider, name, dtype):
+    args = make_case(name, dtype)
+    expected, _ = OPS["split_kv_paged_attention"].native(*args)
+    with launch_context(dataclasses.replace(DEFAULT_CONTEXT, num_sms=CASES[name].num_sms)):
+        launches = OPS["split_kv_paged_attention"].impls[provider].fn(*args)
+        got, _ = run("split_kv_paged_attention", provider, *args, BLOCK_N=256 if name == "split_32k" else 64)
+    splits = launches[0].grid3[2]
+    assert (splits > 1) == (name != "one_split") and len(launches) == 1 + (splits > 1)
+    assert_close(got, expected, dtype, f"{provider} {name}, {splits} splits")
+
+
+def test_the_native_function_is_paged_attention():
+    args = make_case("split_gqa", torch.float32)
+    out, workspace = OPS["split_kv_paged_attention"].native(*args)
+    assert torch.equal(out, OPS["paged_attention"].native(*args[:-1]))
+    assert workspace.shape == (args[0].shape[0], 4, 8, 18) and workspace.dtype == torch.float32
+
+
+@pytest.mark.parametrize("rows, context, sms, want", [
+    (1, 32768, 132, 16),  # one sequence, long context: as many splits as allowed
+    (256, 32768, 132, 1),  # a full batch fills the GPU alone
+    (4, 600, 132, 2),  # short context: at least 256 keys a split
+    (64, 4096, 8, 1),  # few multiprocessors, already busy
+])
+def test_the_launch_rule_splits_small_batches_with_long_contexts(rows, context, sms, want):
+    assert num_splits(rows, 1, context, 16, sms) == want

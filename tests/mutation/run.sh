@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Mutation score with mutmut (docs/MUTATION.md); a measurement, not part of CI.
+#   bash tests/mutation/run.sh MODULE[,MODULE...] TEST_FILE...
+#   e.g. bash tests/mutation/run.sh runtime/stop.py tests/runtime/test_stop.py
+#        bash tests/mutation/run.sh 'aot/passes/*.py' tests/aot/test_passes.py
+# mutmut imports the code it mutates by its file path, so the tree is copied, outside the
+# checkout, into the package layout (`llmc/runtime/stop.py`) with a [mutmut] section in that
+# copy's setup.cfg: only MODULES are mutated and only the TEST_FILEs run. Prints killed/total per
+# file and the surviving mutants (`mutmut show NAME` in the copy shows one's diff).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+modules=$1; shift
+work=${MUTATION_DIR:-/tmp/llmc-mutation}/$(echo "${modules//.py/}" | tr '/*,' '_x+')
+rm -rf "$work" && mkdir -p "$work/llmc"
+cp -r "$root/llmc_pkg/." "$work/llmc/"
+for part in aot kernels artifacts runtime cli; do cp -r "$root/$part" "$work/llmc/$part"; done
+cp -r "$root/tests" "$root/examples" "$work/"
+find "$work" -name __pycache__ -prune -exec rm -rf {} +
+{
+  echo "[mutmut]"
+  echo "source_paths = llmc"
+  echo "only_mutate ="
+  tr , '\n' <<< "$modules" | sed 's|^|    llmc/|'
+  echo "pytest_add_cli_args = -p no:cacheprovider -q -x"
+  echo "timeout_multiplier = ${MUTATION_TIMEOUT_MULTIPLIER:-3}"
+  echo "process_isolation = forkserver"  # torch's thread pools do not survive a plain fork
+  echo "forkserver_warmup = import"  # each mutant's process starts with these imported:
+  echo "preload_modules_file = preload.txt"
+  echo "pytest_add_cli_args_test_selection ="
+  printf '    %s\n' "$@"
+} > "$work/setup.cfg"
+# torch._dynamo: the first call of a custom op imports it (seconds), inside a mutant's time limit
+printf '%s\n' torch torch._dynamo pytest llmc.aot.model llmc.aot.reference llmc.aot.passes llmc.aot.build \
+  llmc.artifacts llmc.runtime llmc.runtime.engine > "$work/preload.txt"
+cd "$work"
+mutmut run --max-children "${MUTATION_JOBS:-1}" > mutmut-run.log 2>&1 || { tail -c 3000 mutmut-run.log; exit 1; }
+mutmut results --all true 2>/dev/null > results.txt
+python - <<'PY'
+import collections, re
+counts = collections.defaultdict(collections.Counter)
+for line in open("results.txt"):
+    name, _, status = line.strip().rpartition(": ")
+    module = re.split(r"\.xǁ|\.x_", name)[0]
+    counts[module][status] += 1
+for module, c in sorted(counts.items()):
+    total = sum(c.values())
+    print(f"{module}: {c['killed']} killed / {total} ({100 * c['killed'] / total:.0f}%); "
+          + ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k != "killed"))
+PY
+grep -v ": killed$" results.txt || true
