@@ -6,7 +6,7 @@ For each model it writes a checkpoint of the real config's shapes, tensor by ten
 never a model in memory, sharded at 5 GB like the Hub's), then builds it in fresh child processes:
 `cold` (empty kernel and bundle caches; it fills both), `warm` (kernels cached, `--no-cache`), `hit`
 (the bundle cache holds the build). Each child reports every stage's wall time and its peak RSS when the stage ended
-(`ru_maxrss`, so stages are cumulative); the machine's load average is printed beside each run, since
+(`VmHWM`, so stages are cumulative); the machine's load average is printed beside each run, since
 other work on a shared machine slows a build. Results go to stdout as a markdown table and to
 `<workdir>/build_bench.json`. `--keep` keeps the checkpoints (they are large: 16 GB for an 8B model).
 """
@@ -43,13 +43,14 @@ MODELS = {
 SHARD_BYTES = 5 << 30
 
 _CHILD = """
-import json, os, resource, sys, time, contextlib
+import json, os, sys, time, contextlib
 from llmc.aot.build import build
 from llmc.aot.config import BuildConfig
 from llmc.aot.target import parse_op_priority
 stages, start = [], time.perf_counter()
-def rss():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def rss():  # VmHWM: this process image's peak (ru_maxrss would keep the forking parent's across exec)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 @contextlib.contextmanager
 def progress(name):
     t = time.perf_counter()

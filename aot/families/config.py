@@ -137,6 +137,8 @@ def moe(config: dict, family: Family, num_layers: int) -> dict:
 def gemma(config: dict, family: Family, hidden_size: int) -> dict:
     if not family.soft_caps:
         return {}
+    if config.get("use_bidirectional_attention"):
+        raise UserError("config.json: field 'use_bidirectional_attention' is set (an embedding model); llmc builds causal decoders")
     scalar = _number(config, "query_pre_attn_scalar", float, 0.0)
     return dict(
         attention_scale=scalar ** -0.5 if scalar else 0.0,

@@ -123,14 +123,13 @@ def create_app(engine, model_name: str | None = None, max_waiting: int = DEFAULT
         else:
             check_text(body.prompt, "prompt", max_chars)
             ids = await text_work.run(_encode, tokenizer, body.prompt)
-        strs = [tokenizer.decode([i]) for i in ids] if body.return_token_strs else None
+        strs = await text_work.run(_token_strs, tokenizer, ids) if body.return_token_strs else None
         return {"count": len(ids), "max_model_len": engine.max_model_len, "tokens": ids, "token_strs": strs}
 
     @app.post("/detokenize")
     async def detokenize(body: DetokenizeRequest) -> dict:
         check_model(body.model, served)
-        vocab = getattr(engine, "vocab_size", None)
-        bad = [t for t in body.tokens if t < 0 or (vocab is not None and t >= vocab)]
+        bad = [t for t in body.tokens if not 0 <= t < engine.vocab_size]
         if bad:
             raise ApiError(f"token id {bad[0]} is outside the vocabulary", param="tokens", code="invalid_value")
         return {"prompt": await text_work.run(tokenizer.decode, body.tokens)}
@@ -157,6 +156,10 @@ def _encode(tokenizer, text: str) -> list[int]:
         raise
     except Exception as e:  # the tokenizer refused this text
         raise ApiError(f"prompt cannot be tokenized: {type(e).__name__}: {e}", param="prompt") from None
+
+
+def _token_strs(tokenizer, ids: list[int]) -> list[str]:
+    return [tokenizer.decode([i]) for i in ids]
 
 
 def _encode_chat(tokenizer, text: str) -> list[int]:

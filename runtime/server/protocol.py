@@ -7,15 +7,16 @@ Besides OpenAI's fields, the bodies take these vLLM extras:
 | `top_k`                      | both        | honoured (-1 or 0: off)                                 |
 | `ignore_eos`                 | both        | honoured                                                |
 | `stop_token_ids`             | both        | honoured                                                |
-| `include_stop_str_in_output` | both        | honoured: the stop string ends the text                 |
+| `include_stop_str_in_output` | both        | honoured: the stop string (or stop token) ends the text |
 | `add_generation_prompt`      | chat        | honoured (default true)                                 |
 | `min_p`                      | both        | 0 only; other values are refused                        |
 | `repetition_penalty`         | both        | 1 only; other values are refused                        |
 | `min_tokens`                 | both        | 0 only; other values are refused                        |
 | `guided_json`, `guided_regex`, `guided_choice`, `guided_grammar` | both | refused when set |
+| `echo`                       | chat        | false only                                              |
 
 `params.sampling_params` turns a body into SamplingParams and refuses, by name, each field whose
-value llmc does not serve yet (`params.NOT_YET`).
+value llmc does not serve yet (`params.NOT_YET`); `n` samples are choices with their `index`.
 """
 
 import json

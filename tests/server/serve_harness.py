@@ -88,6 +88,7 @@ class FakeEngine:
     (request_id, index): sample i of a request with n samples draws with seed + i, as the engine's."""
 
     model_name = "fake"
+    vocab_size = 0x110000  # every code point
     device_name = "cpu"
     bundle = FakeBundle()
     load_summary = {"weights_bytes": 0, "kv_tokens": 128}

@@ -4,7 +4,7 @@ import pytest
 
 from llmc.errors import UserError
 from llmc.runtime.server.chat import ChatTemplate, ChatTemplateError
-from llmc.runtime.server.params import sampling_params
+from llmc.runtime.server.params import NOT_YET, sampling_params
 from llmc.runtime.server.protocol import (
     ApiError, ChatCompletionRequest, CompletionRequest, chat_messages, check_model, prompt_of,
 )
@@ -118,3 +118,15 @@ def test_template_tojson_is_plain_json():
 def test_template_syntax_error_is_reported_at_load():
     with pytest.raises(UserError, match="chat template line 1"):
         ChatTemplate("{% for %}")
+
+
+HONOURED = {  # fields that change the output, or (model, user, stream options) that need nothing more
+    "model", "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed",
+    "stop", "stop_token_ids", "ignore_eos", "include_stop_str_in_output", "n", "stream", "stream_options", "user",
+    "tools", "tool_choice", "add_generation_prompt",
+}
+
+
+def test_every_field_is_honoured_or_refused_until_served():
+    fields = set(CompletionRequest.model_fields) | set(ChatCompletionRequest.model_fields)
+    assert fields == HONOURED | set(NOT_YET), "a new field must be honoured, or listed in params.NOT_YET"

@@ -118,3 +118,19 @@ def test_bad_tool_fields_name_themselves(serve, fields, param):
     with pytest.raises(openai.BadRequestError) as caught:
         client(url).chat.completions.create(model="fake", messages=ASK, **fields)
     assert caught.value.body["param"] == param
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_each_sample_has_its_own_calls(serve, stream):
+    _, url = serve_script(serve, CALLS)
+    response = client(url).chat.completions.create(model="fake", messages=ASK, tools=[WEATHER], max_tokens=500,
+                                                   n=2, stream=stream)
+    if not stream:
+        assert [(c.index, len(c.message.tool_calls), c.finish_reason) for c in response.choices] == [
+            (0, 2, "tool_calls"), (1, 2, "tool_calls")]
+        return
+    chunks = [c.choices[0] for c in response]
+    for index in (0, 1):
+        calls = [call.index for c in chunks if c.index == index for call in c.delta.tool_calls or []]
+        assert calls == [0, 1]
+        assert [c.finish_reason for c in chunks if c.index == index][-1] == "tool_calls"

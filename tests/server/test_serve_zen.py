@@ -244,3 +244,11 @@ def test_sigterm_drains_the_real_server(zen_bundle):
                "--log-level", "warning"]
     body = {"prompt": "Beautiful is", "max_tokens": 64, "ignore_eos": True, "temperature": 0}
     sigterm_drains(command, f"http://127.0.0.1:{port}", body, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_tokenize_and_detokenize(served, engine):
+    tokens = httpx.post(f"{served.url}/tokenize", json={"prompt": "Beautiful is better"}).json()
+    assert tokens["tokens"] == engine.tokenizer.encode("Beautiful is better") and tokens["max_model_len"] == 256
+    text = httpx.post(f"{served.url}/detokenize", json={"tokens": tokens["tokens"]}).json()["prompt"]
+    assert text == engine.tokenizer.decode(tokens["tokens"])
+    assert httpx.post(f"{served.url}/detokenize", json={"tokens": [engine.vocab_size]}).status_code == 400
