@@ -35,6 +35,8 @@ class BuildResult:
     from_cache: bool = False
 
 
+# progress(stage) is entered around each stage; it may yield count(done, total), which the compile
+# stage calls after each kernel (a counter for the user), or None.
 Progress = Callable[[str], contextlib.AbstractContextManager]
 
 
@@ -68,8 +70,8 @@ def build(model_dir, out, config: BuildConfig, progress: Progress | None = None,
                       ("plan", stages.plan_stage), ("compile", stages.compile_stage)):
         if stop_after == STAGES[STAGES.index(name) - 1]:
             return value
-        with stage(name), _one_line_os_errors(out):
-            value = run(value)
+        with stage(name) as count, _one_line_os_errors(out):
+            value = run(value, count) if name == "compile" else run(value)
     if stop_after == "compile":
         return value
     from .bundle_write import contents, write_bundle

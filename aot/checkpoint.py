@@ -2,7 +2,7 @@
 
 The pass reads each shard in file order through one reusable buffer. Each chunk is hashed (the
 build key covers the input's bytes) and, for float tensors, checked for NaN/Inf on its own bit
-pattern (an all-ones exponent), so no tensor is ever converted or held whole. It also refuses a
+pattern (an all-ones exponent, numpy on an unsigned view), so no tensor is ever converted or held whole. It also refuses a
 tensor that two shards both hold.
 """
 
@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from llmc.errors import UserError
 
@@ -21,10 +21,12 @@ from .weights import Source
 
 CHUNK = 1 << 24  # bytes per read
 KEYED_SUFFIXES = (".json", ".safetensors", ".model", ".txt")  # input files the build key covers
-# safetensors dtype -> (integer view, exponent mask): a value is NaN or infinite when all mask bits are set
+# safetensors dtype -> (unsigned view, magnitude bits, least non-finite magnitude): a value is NaN or
+# infinite exactly when its bits less the sign are at least that of +inf (all-ones exponent)
 NONFINITE_MASKS = {
-    "F64": (torch.int64, 0x7FF0000000000000), "F32": (torch.int32, 0x7F800000), "BF16": (torch.int16, 0x7F80),
-    "F16": (torch.int16, 0x7C00), "F8_E5M2": (torch.uint8, 0x7C), "F8_E4M3": (torch.uint8, 0x7F),
+    "F64": (np.uint64, 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000), "F32": (np.uint32, 0x7FFFFFFF, 0x7F800000),
+    "BF16": (np.uint16, 0x7FFF, 0x7F80), "F16": (np.uint16, 0x7FFF, 0x7C00),
+    "F8_E5M2": (np.uint8, 0x7F, 0x7C), "F8_E4M3": (np.uint8, 0x7F, 0x7F),  # e4m3fn: no infinities, NaN is S1111111
 }
 
 
@@ -94,6 +96,6 @@ class _Reader:
             self.pending = None
 
 
-def _any_nonfinite(buffer: bytearray, n: int, view_dtype: torch.dtype, mask: int) -> bool:
-    values = torch.frombuffer(buffer, dtype=view_dtype, count=n // view_dtype.itemsize)
-    return bool((values & mask).eq_(mask).any())
+def _any_nonfinite(buffer: bytearray, n: int, view, magnitude: int, least: int) -> bool:
+    values = np.frombuffer(buffer, dtype=view, count=n // np.dtype(view).itemsize)
+    return bool(values.size) and int(np.bitwise_and(values, view(magnitude)).max()) >= least

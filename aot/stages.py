@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Callable
 
 import torch.fx
 
@@ -132,7 +133,8 @@ def plan_stage(lowered: Lowered) -> Planned:
     return Planned(lowered, plans, specs)
 
 
-def compile_stage(planned: Planned) -> Compiled:
+def compile_stage(planned: Planned, count: Callable[[int, int], None] | None = None) -> Compiled:
+    """`count(done, total)` after each distinct kernel is compiled or loaded from the cache."""
     if not any(planned.specs.values()):
         return Compiled(planned, dict(planned.plans), {}, 0, 0)
     from llmc.artifacts.kernel_cache import KernelCache
@@ -141,7 +143,8 @@ def compile_stage(planned: Planned) -> Compiled:
 
     names = list(planned.plans)
     flat = [spec for name in names for spec in planned.specs[name]]
-    kernels, stats = compile_all(flat, KernelCache())
+    progress = None if count is None else (lambda done, total, spec, hit: count(done, total))
+    kernels, stats = compile_all(flat, KernelCache(), progress)
     plans, start = {}, 0
     for name in names:
         count = len(planned.specs[name])

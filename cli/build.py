@@ -63,19 +63,25 @@ def _warn_if_clamped(ctx: click.Context, asked: int, manifest: dict) -> None:
                    f"is {used} tokens (a longer context needs a model trained or rope-scaled for it)", err=True)
 
 
-def _progress():
-    """A spinner per stage on a terminal; nothing when output is piped."""
-    if not sys.stderr.isatty():
-        return None
-    from rich.console import Console
+def _progress(console=None):
+    """A spinner per stage on a terminal, with a kernel counter while compiling; nothing when piped."""
+    if console is None:
+        if not sys.stderr.isatty():
+            return None
+        from rich.console import Console
 
-    console = Console(stderr=True)
+        console = Console(stderr=True)
 
     @contextlib.contextmanager
     def stage(name: str):
-        start = time.perf_counter()
-        with console.status(f"{name}..."):
-            yield
-        console.print(f"[green]✓[/green] {name} ({time.perf_counter() - start:.1f} s)")
+        start, counted = time.perf_counter(), []
+        with console.status(f"{name}...") as status:
+            def count(done: int, total: int) -> None:
+                counted[:] = [done, total]
+                status.update(f"{name} {done}/{total}")
+
+            yield count
+        what = f"{name} {counted[0]}/{counted[1]}" if counted else name
+        console.print(f"[green]✓[/green] {what} ({time.perf_counter() - start:.1f} s)")
 
     return stage

@@ -144,3 +144,40 @@ def test_serve_says_when_max_num_seqs_is_above_the_bundle(bundle):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     assert line.startswith("warning: --max-num-seqs 64") and "at most 2 sequences" in line, line
+
+
+def test_build_counts_kernels_while_compiling(model, tmp_path):
+    """The compile stage reports done/total after each kernel; the CLI shows it as `compile 12/33`."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from llmc.cli.build import _progress
+
+    child = f"""
+import contextlib, json
+from llmc.aot.build import build
+from llmc.aot.config import BuildConfig
+calls = []
+@contextlib.contextmanager
+def progress(name):
+    yield lambda done, total: calls.append((name, done, total))
+build({str(model)!r}, {str(tmp_path / "b.llmc")!r}, BuildConfig(target="sm90", max_batch_size=1, max_num_batched_tokens=16,
+      max_seq_len=64), progress=progress, use_cache=False)
+print(json.dumps(calls))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr
+    calls = json.loads(done.stdout.strip().splitlines()[-1])
+    assert calls and {name for name, _, _ in calls} == {"compile"}
+    total = calls[-1][2]
+    assert [d for _, d, _ in calls] == list(range(1, total + 1)) and all(t == total for _, _, t in calls)
+
+    out = io.StringIO()
+    stage = _progress(Console(file=out, force_terminal=True, width=120))
+    with stage("compile") as count:
+        for i in range(1, total + 1):
+            count(i, total)
+    assert f"compile {total}/{total}" in out.getvalue()

@@ -13,7 +13,7 @@ from llmc.aot.ir import op_of
 from llmc.aot.model import trace
 from llmc.aot.passes import fuse_add_norm, fuse_linear_prologue, fuse_rope_cache, merge_linears
 from llmc.aot.passes.dce import eliminate_dead_code
-from llmc.aot.passes.rewrite import PassContext, add_weight, apply_rules, call, item
+from llmc.aot.passes.rewrite import PassContext, add_weight, apply_rules, call, is_op, item
 from llmc.aot.reference import prefill_logits
 from llmc.aot.spec import ModelSpec
 from llmc.aot.weights import shape_of
@@ -218,3 +218,23 @@ def test_concat_of_split_rule_needs_every_part_in_order():
 def test_add_norm_rule_needs_an_add():
     _, (node,), ctx = _graph(lambda graph, x, w: call(graph, "rms_norm", x, w("n"), 1e-6))
     assert fuse_add_norm._add_rms_norm(node, ctx) is None
+
+
+def test_gated_linear_rule_keeps_the_bias():
+    act = lambda graph, x, w: call(graph, "linear", call(graph, "silu_and_mul", x), w("down"), w("down_bias"))  # noqa: E731
+    _, (node,), ctx = _graph(act)
+    fused = fuse_linear_prologue._gated_linear(node, ctx)
+    assert is_op(fused, "silu_mul_linear") and fused.args[1:] == node.args[1:]
+
+
+def test_dce_keeps_graph_inputs_and_forgives_a_weight_it_never_had():
+    graph, ctx = torch.fx.Graph(), PassContext({})
+    out = graph.output(None)
+    add_weight(graph, ctx, "spare.weight", torch.ones(1))
+    with graph.inserting_before(out):
+        graph.placeholder("positions")  # an input nobody reads, between two unread weights: it stays
+    add_weight(graph, ctx, "gone.weight", torch.ones(1))
+    del ctx.params["gone.weight"]
+    gm = torch.fx.GraphModule(torch.nn.Module(), graph)
+    assert eliminate_dead_code(gm, ctx.params) == 2
+    assert [n.name for n in gm.graph.nodes] == ["positions", "output"] and not ctx.params

@@ -24,7 +24,8 @@ find "$work" -name __pycache__ -prune -exec rm -rf {} +
   tr , '\n' <<< "$modules" | sed 's|^|    llmc/|'
   echo "pytest_add_cli_args = -p no:cacheprovider -q"
   echo "timeout_multiplier = ${MUTATION_TIMEOUT_MULTIPLIER:-6}"
-  echo "process_isolation = forkserver"  # torch's thread pools do not survive a plain fork
+  # forkserver: torch's thread pools do not survive a plain fork; fork is faster where tests run no torch
+  echo "process_isolation = ${MUTATION_ISOLATION:-forkserver}"
   echo "forkserver_warmup = import"  # each mutant's process starts with preload.txt imported
   echo "preload_modules_file = preload.txt"
   echo "pytest_add_cli_args_test_selection ="
