@@ -27,7 +27,7 @@ GPU_PRIORITY: dict[str, tuple[str, ...]] = {
     # FP8 tensor cores where the target has them (sm89, sm90), else the weight-only kernels
     **{op: ("triton_fp8_gemv", "triton_fp8_gemm", "triton_w8_gemv", "triton_w8_gemm")
        for op in ("fp8_linear", "fp8_norm_linear", "fp8_silu_mul_linear")},
-    "paged_attention": ("triton_decode", "triton_prefill"),
+    "paged_attention": ("triton_split_kv", "triton_decode", "triton_prefill"),
     "softcap_paged_attention": ("triton_decode", "triton_prefill"),
     "fused_moe": ("triton_decode", "triton_grouped"),
     "sample": ("triton",),

@@ -4,6 +4,7 @@ max, sum, base 2) to the workspace; a reduction kernel combines them. With one s
 kernel writes the output itself. Every output row is written: rows of no sequence as zeros.
 """
 
+import torch
 import triton
 import triton.language as tl
 
@@ -197,3 +198,36 @@ def split_kv_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start_
         launches.append(Launch(split_kv_reduce_kernel, (rows, q_heads), (Out(1), query_start_loc, Out(0), *sizes, splits),
                                reduce_meta, num_warps=4, num_stages=1))
     return launches
+
+
+MAX_SPLITS = 32
+
+
+def _splits_for(q, k_cache, block_tables) -> int:
+    rows = max(block_tables.shape[0], q.shape[0])
+    return num_splits(rows, k_cache.shape[2], block_tables.shape[1] * k_cache.shape[1], MAX_SPLITS,
+                      current_launch_context().num_sms)
+
+
+def _long_context(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale, sliding_window):
+    return max_query_len == 1 and block_tables.shape[1] * k_cache.shape[1] >= 2 * MIN_KEYS_PER_SPLIT
+
+
+# As a provider of plain decode attention: chosen (by the priority list) for decode plans whose
+# context is long enough to split; the workspace is a scratch buffer the planner places in the arena.
+@OPS["paged_attention"].register_impl("triton_split_kv", targets=GPU_TARGETS, supports_args=_long_context, launches=True)
+def paged_attention_split_kv(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale,
+                             sliding_window):
+    splits = _splits_for(q, k_cache, block_tables)
+    head_dim = k_cache.shape[3]
+    workspace = torch.empty((q.shape[0], q.shape[1] // head_dim, splits, head_dim + 2), dtype=torch.float32,
+                            device=q.device)
+    launches = split_kv_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale,
+                                  sliding_window, splits)
+    return [_workspace_in(launch, workspace) for launch in launches]
+
+
+def _workspace_in(launch: Launch, workspace) -> Launch:
+    from dataclasses import replace
+
+    return replace(launch, args=tuple(workspace if isinstance(a, Out) and a.index == 1 else a for a in launch.args))

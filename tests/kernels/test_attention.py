@@ -32,6 +32,7 @@ CASES = {
     "decode_gqa_window": Case((1, 1, 1, 1), (1, 9, 40, 23), 4, 2, 32, 8, 7, 1, 0, block_n=16),
     "decode_mqa": Case((1, 1), (17, 70), 4, 1, 16, 16, 0, 0, 2),
     "decode_mqa_empty": Case((1, 0, 1), (3, 0, 12), 4, 1, 16, 4, 0, 3, 0),
+    "decode_gqa_long": Case((1, 1), (600, 37), 4, 2, 16, 16, 0, 1, 0),  # long enough for split-KV
     "prefill_gqa_chunked": Case((3, 17, 1), (5, 17, 40), 4, 2, 32, 8, 0, 2, 1),
     "prefill_mqa_window": Case((9, 20), (30, 20), 4, 1, 16, 4, 6, 1, 0, block_n=16),
     "prefill_mha_long": Case((20, 70), (20, 90), 2, 2, 16, 16, 0, 3, 0),

@@ -41,6 +41,9 @@ REFUSES = {  # (op or None for any, provider) -> when it is meant to refuse
     (None, "triton_wgmma"): _wgmma_refuses,
     ("paged_attention", "triton_decode"): lambda op, args: arg(op, args, "max_query_len") > 1,
     ("softcap_paged_attention", "triton_decode"): lambda op, args: arg(op, args, "max_query_len") > 1,
+    # split-KV: decode only, and only a context long enough to split (2 x 256 keys)
+    ("paged_attention", "triton_split_kv"): lambda op, args: (
+        arg(op, args, "max_query_len") > 1 or arg(op, args, "block_tables").shape[1] * arg(op, args, "k_cache").shape[1] < 512),
     ("fused_moe", "triton_decode"): lambda op, args: arg(op, args, "topk_ids").numel() > DECODE_MAX_ROWS,
 }
 

@@ -24,16 +24,13 @@ find "$work" -name __pycache__ -prune -exec rm -rf {} +
   tr , '\n' <<< "$modules" | sed 's|^|    llmc/|'
   echo "pytest_add_cli_args = -p no:cacheprovider -q"
   echo "timeout_multiplier = ${MUTATION_TIMEOUT_MULTIPLIER:-6}"
-  # forkserver: torch's thread pools do not survive a plain fork; fork is faster where tests run no torch
-  echo "process_isolation = ${MUTATION_ISOLATION:-forkserver}"
-  echo "forkserver_warmup = import"  # each mutant's process starts with preload.txt imported
-  echo "preload_modules_file = preload.txt"
+  echo "process_isolation = fork"
   echo "pytest_add_cli_args_test_selection ="
   printf '    %s\n' "$@"
 } > "$work/setup.cfg"
-# torch._dynamo: the first call of a custom op imports it (seconds), inside a mutant's time limit
-printf '%s\n' torch torch._dynamo pytest llmc.aot.model llmc.aot.reference llmc.aot.passes llmc.aot.build \
-  llmc.artifacts llmc.runtime llmc.runtime.engine > "$work/preload.txt"
+# each mutant runs in a fork of the process that ran the tests once; torch's thread pool does not
+# survive a fork (the child hangs), so torch runs on one thread
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 cd "$work"
 timeout "${MUTATION_SECONDS:-1800}" mutmut run --max-children "${MUTATION_JOBS:-1}" > mutmut-run.log 2>&1 || true
 mutmut results --all true 2>/dev/null > results.txt
