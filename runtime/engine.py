@@ -46,20 +46,25 @@ class Completion:
     index: int = 0  # the sample, for requests with n > 1
 
 
-def open_backend(bundle, device: str, **options):
+def backend_class(device: str):
+    """The backend class for --device (imported only when asked for: cuda needs cuda-python, hip hip-python)."""
     if device == "cpu":
         from .backends.cpu import CpuBackend
 
-        return CpuBackend.open(bundle, **options)
+        return CpuBackend
     if device == "cuda":
         from .backends.cuda import CudaBackend
 
-        return CudaBackend.open(bundle, **options)
+        return CudaBackend
     if device == "hip":
         from .backends.hip import HipBackend
 
-        return HipBackend.open(bundle, **options)
+        return HipBackend
     raise UserError(f"--device {device!r} is not supported; choose one of cpu, cuda, hip")
+
+
+def open_backend(bundle, device: str, **options):
+    return backend_class(device).open(bundle, **options)
 
 
 class Engine:
@@ -101,14 +106,8 @@ class Engine:
         try:
             if device == "auto":
                 device = bundle.manifest["target"]["backend"]
-            if device == "cuda":
-                from .backends.cuda import check_device
-
-                check_device(bundle.manifest)
-            elif device == "hip":
-                from .backends.hip import check_device as check_hip
-
-                check_hip(bundle.manifest)
+            if device in ("cuda", "hip"):
+                backend_class(device).check_device(bundle.manifest)
             if verify == "full":
                 first = next(iter(bundle.check(full=True).mismatches), None)
                 if first is not None:

@@ -57,10 +57,13 @@ def as_bundle(bundle):
 
 class GpuBackend(GpuSteps):
     name = "gpu"
+    driver_class = None  # the driver layer over one vendor's bindings (cuda_driver.Driver, hip_driver.HipDriver)
+    query_device = None  # that layer's query_device(driver, index) -> (DeviceInfo | None, why)
 
     @classmethod
     def check_device(cls, manifest: dict, device_index: int = 0, driver_module=None):
-        raise NotImplementedError
+        """Query GPU `device_index` and refuse, in one sentence, a bundle it cannot run (BundleError)."""
+        return checked_driver(cls.driver_class, cls.query_device, cls.name, manifest, device_index, driver_module)
 
     @classmethod
     def open(cls, bundle, *, gpu_memory_utilization: float = 0.9, num_kv_blocks: int | None = None,
