@@ -41,7 +41,11 @@ CASES = {
 
 
 def make_case(name: str, dtype: torch.dtype):
-    case = CASES[name]
+    return paged_args(CASES[name], dtype)
+
+
+def paged_args(case: Case, dtype: torch.dtype) -> tuple:
+    """paged_attention's arguments for `case`: blocks scattered over the pool, random q and caches."""
     gen = torch.Generator().manual_seed(sum(case.seq_lens) + case.head_dim)
     bs = case.block_size
     blocks_per_seq = [(n + bs - 1) // bs for n in case.seq_lens]

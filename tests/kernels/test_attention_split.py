@@ -9,6 +9,9 @@ import torch
 from harness import parametrize, run
 from tolerances import assert_close
 
+from test_attention import Case as AttentionCase
+from test_attention import paged_args
+
 from llmc.aot.ir import OPS
 from llmc.aot.launch_context import DEFAULT_CONTEXT, launch_context
 from llmc.kernels.attention_split import num_splits
@@ -36,29 +39,11 @@ CASES = {
 
 
 def make_case(name: str, dtype: torch.dtype):
+    """paged_attention's arguments (one new token per non-empty sequence), then max_splits."""
     case = CASES[name]
-    gen = torch.Generator().manual_seed(sum(case.seq_lens) + case.head_dim)
-    bs = case.block_size
-    blocks_per_seq = [(n + bs - 1) // bs for n in case.seq_lens]
-    num_blocks = sum(blocks_per_seq) + 3
-    order = torch.randperm(num_blocks, generator=gen).to(torch.int32)  # blocks scattered over the pool
-    num_seqs = len(case.seq_lens) + case.pad_seqs
-    block_tables = torch.zeros(num_seqs, max(blocks_per_seq) + 1, dtype=torch.int32)
-    used = 0
-    for b, count in enumerate(blocks_per_seq):
-        block_tables[b, :count] = order[used : used + count]
-        used += count
-    starts = [0]
-    for n in case.seq_lens:
-        starts.append(starts[-1] + (n > 0))
-    query_start_loc = torch.tensor(starts + [starts[-1]] * case.pad_seqs, dtype=torch.int32)
-    seq_lens = torch.tensor(list(case.seq_lens) + [0] * case.pad_seqs, dtype=torch.int32)
-    q = torch.randn(starts[-1] + case.pad_rows, case.q_heads * case.head_dim, generator=gen).to(dtype)
-    cache_shape = (num_blocks, bs, case.kv_heads, case.head_dim)
-    k_cache = torch.randn(cache_shape, generator=gen).to(dtype)
-    v_cache = torch.randn(cache_shape, generator=gen).to(dtype)
-    return (q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, 1, case.head_dim**-0.5, case.sliding_window,
-            case.max_splits)
+    decode = AttentionCase(tuple(int(n > 0) for n in case.seq_lens), case.seq_lens, case.q_heads, case.kv_heads,
+                           case.head_dim, case.block_size, case.sliding_window, case.pad_rows, case.pad_seqs)
+    return (*paged_args(decode, dtype), case.max_splits)
 
 
 @parametrize("split_kv_paged_attention", make_case, name=list(CASES), dtype=(torch.float32, torch.bfloat16))
