@@ -18,6 +18,7 @@ import triton.language as tl
 
 from llmc.aot.ir import OPS
 from llmc.kernels.launch import Launch, Out, current_launch_context
+from llmc.kernels.linear import grouped_tile
 from llmc.kernels.targets import GPU_TARGETS
 
 FP8_TARGETS = ("sm89", "sm90")  # e4m3 tensor cores that Triton's tl.dot reaches
@@ -158,14 +159,7 @@ def fp8_matmul_kernel(
     GROUP_M: tl.constexpr,
 ):
     KG: tl.constexpr = (K + GROUP - 1) // GROUP if GROUP else 1
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    group = pid // (GROUP_M * num_pid_n)
-    first_m = group * GROUP_M
-    group_m = tl.minimum(num_pid_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % (GROUP_M * num_pid_n)) % group_m
-    pid_n = (pid % (GROUP_M * num_pid_n)) // group_m
+    pid_m, pid_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     # rows and columns wrap around (% M, % N): no row/column masks in the K loop
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)

@@ -29,6 +29,18 @@ def min_programs() -> int:
 
 
 @triton.jit
+def grouped_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """This program's (row tile, column tile), in grouped order: GROUP_M row tiles share each column
+    tile of W while it sits in L2."""
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    first_m = pid // (GROUP_M * num_pid_n) * GROUP_M
+    group_m = tl.minimum(num_pid_m - first_m, GROUP_M)
+    return first_m + (pid % (GROUP_M * num_pid_n)) % group_m, (pid % (GROUP_M * num_pid_n)) // group_m
+
+
+@triton.jit
 def _load(ptrs, mask):
     if mask is None:
         tile = tl.load(ptrs)
@@ -179,15 +191,7 @@ def matmul_kernel(
     GROUP_M: tl.constexpr,
 ):
     X_STRIDE: tl.constexpr = 2 * K if GATED else K
-    # grouped ordering: GROUP_M row tiles share each column tile of W while it sits in L2
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    group = pid // (GROUP_M * num_pid_n)
-    first_m = group * GROUP_M
-    group_m = tl.minimum(num_pid_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % (GROUP_M * num_pid_n)) % group_m
-    pid_n = (pid % (GROUP_M * num_pid_n)) // group_m
+    pid_m, pid_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
 
     # rows and columns wrap around (% M, % N) so the K loop needs no row/column masks
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
