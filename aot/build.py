@@ -54,7 +54,6 @@ def build(model_dir, out, config: BuildConfig, progress: Progress | None = None,
     if not model_dir.is_dir():
         raise UserError(f"{model_dir}: not a directory; give the path of a Hugging Face model directory")
     target = get_target(config.target)
-    load_impls()
     with stage("ingest"):
         value = stages.ingest_stage(model_dir, config, target)
     cache = None
@@ -66,6 +65,7 @@ def build(model_dir, out, config: BuildConfig, progress: Progress | None = None,
             manifest = cache.materialize(value.build_key, out)
         if manifest is not None:
             return BuildResult(out, manifest, plans=_plan_names(manifest), from_cache=True)
+    load_impls()  # the kernel packages: not needed for ingest or a bundle cache hit
     for name, run in (("trace", stages.trace_stage), ("fuse", stages.fuse_stage), ("lower", stages.lower_stage),
                       ("plan", stages.plan_stage), ("compile", stages.compile_stage)):
         if stop_after == STAGES[STAGES.index(name) - 1]:

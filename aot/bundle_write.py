@@ -6,6 +6,7 @@ written); plans, lock, kernels, tokenizer and self-test are small JSON or binari
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from llmc.artifacts.safetensors_stream import Entry
 
 from . import ingest
 from .compile import kernel_index
-from .stages import Compiled
+from .stages import Compiled, Fused
 from .weights import load
 
 ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.int32: "I32", torch.int64: "I64",
@@ -42,7 +43,17 @@ class BundleContents:
 def contents(compiled: Compiled) -> BundleContents:
     from .selftest import selftest
 
-    return BundleContents(compiled, selftest(compiled.planned.lowered.fused))
+    fused = compiled.planned.lowered.fused
+    return BundleContents(compiled, selftest(fused if not fused.rank_weights else _whole_model(fused)))
+
+
+def _whole_model(fused: Fused) -> Fused:
+    """The self-test's reference for a tensor-parallel build: the unsharded model's graph (one process
+    cannot run the ranks' collectives), which the ranks together must match."""
+    from . import model
+
+    i = dataclasses.replace(fused.ingested, config=dataclasses.replace(fused.ingested.config, tensor_parallel_size=1))
+    return Fused(i, model.trace(i.spec, i.weights), dict(i.weights), ())
 
 
 def write_bundle(out: Path, c: BundleContents) -> dict:
@@ -50,7 +61,8 @@ def write_bundle(out: Path, c: BundleContents) -> dict:
     i = c.compiled.planned.lowered.fused.ingested
     spec, config, target = i.spec, i.config, i.target
     with BundleWriter(out) as w:
-        w.write_safetensors("weights/model.safetensors", [_entry(name, weight) for name, weight in c.weights.items()])
+        for rel, weights in weight_files(c):
+            w.write_safetensors(rel, [_entry(name, weight) for name, weight in weights.items()])
         for name, plan in sorted(c.plans.items()):
             w.write_json(f"plans/{name}.json", plan)
         w.write_json("impls.lock.json", {"nodes": dict(sorted(c.compiled.planned.lowered.lock.items()))})
@@ -80,7 +92,17 @@ def write_bundle(out: Path, c: BundleContents) -> dict:
             "toolchain": i.toolchain,
             "build_key": i.build_key,
             **({"quantization": i.quantization.to_json()} if i.quantization else {}),
+            **({"parallel": {"tensor_parallel_size": i.tensor_parallel_size}} if i.tensor_parallel_size > 1 else {}),
         })
+
+
+def weight_files(c: BundleContents) -> list[tuple[str, dict]]:
+    """(file, its weights): weights/model.safetensors, or with tensor parallelism one such file per rank
+    (weights/rank<r>/model.safetensors), written a rank at a time, each tensor sharded as it is written."""
+    ranks = c.compiled.planned.lowered.fused.rank_weights
+    if not ranks:
+        return [("weights/model.safetensors", c.weights)]
+    return [(f"weights/rank{r}/model.safetensors", weights) for r, weights in enumerate(ranks)]
 
 
 def _entry(name: str, weight) -> Entry:

@@ -185,8 +185,9 @@ def compile_kernel(spec: KernelSpec, cache: KernelCache | None) -> CompiledKerne
     return _compile_or_load(spec, cache, toolchain(spec.target))[0]
 
 
-def _compile_or_load(spec: KernelSpec, cache: KernelCache | None, tools: Toolchain) -> tuple[CompiledKernel, bool]:
-    key = kernel_key(spec, tools)
+def _compile_or_load(spec: KernelSpec, cache: KernelCache | None, tools: Toolchain, key: str | None = None
+                     ) -> tuple[CompiledKernel, bool]:
+    key = key or kernel_key(spec, tools)
     if cache is not None and (entry := cache.load(key)) is not None:
         try:
             return CompiledKernel.from_meta(entry.payload, entry.meta), True
@@ -265,22 +266,31 @@ class CompileStats:
     ids: tuple[str, ...]  # the kernel id of each spec given, in order (duplicates included)
 
 
+def _identity(spec: KernelSpec) -> tuple:
+    # the spec's fields, constexpr values by repr: True, 1 and 1.0 are equal in Python but compile differently
+    return (spec.kernel, spec.signature, repr(spec.constexprs), spec.attrs, spec.num_warps, spec.num_stages, spec.target,
+            spec.fp_fusion)
+
+
 def compile_all(
     specs: Iterable[KernelSpec], cache: KernelCache | None, progress: Callable[[int, int, KernelSpec, bool], None] | None = None
 ) -> tuple[dict[str, CompiledKernel], CompileStats]:
     """Compile (or load) every distinct spec once; `progress(done, total, spec, from_cache)` after each."""
     specs = list(specs)
     tools: dict[str, Toolchain] = {}
-    keys = []
+    keys, known = [], {}  # a plan's thousands of launches name a few dozen specs: each is keyed once
     for spec in specs:
         if spec.target not in tools:
             tools[spec.target] = toolchain(spec.target)
-        keys.append(kernel_key(spec, tools[spec.target]))
+        same = _identity(spec)
+        if same not in known:
+            known[same] = kernel_key(spec, tools[spec.target])
+        keys.append(known[same])
     unique = dict(zip(keys, specs))  # key -> first spec with it
     by_key: dict[str, CompiledKernel] = {}
     compiled = cached = 0
     for done, (key, spec) in enumerate(unique.items(), 1):
-        kernel, hit = _compile_or_load(spec, cache, tools[spec.target])
+        kernel, hit = _compile_or_load(spec, cache, tools[spec.target], key)
         by_key[key] = kernel
         cached += hit
         compiled += not hit

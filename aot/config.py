@@ -21,6 +21,7 @@ class BuildConfig:
     op_priority: dict = field(default_factory=dict)  # op -> tuple of providers
     selftest_prompt: str = "Beautiful is better than"
     quantize: str | None = None  # "fp8": quantize a 16-bit checkpoint's linears at build (aot/quantize.py)
+    tensor_parallel_size: int = 1  # ranks the weights split across (aot/tensor_parallel.py)
 
     def __post_init__(self):
         if self.dtype is not None and self.dtype not in DTYPE_CHOICES:
@@ -37,6 +38,10 @@ class BuildConfig:
             raise UserError(f"--kv-block-size must be a power of two, got {self.kv_block_size}")
         if self.quantize not in (None, "fp8"):
             raise UserError(f"--quantize {self.quantize!r} is not supported; choose fp8")
+        if not isinstance(self.tensor_parallel_size, int) or not 1 <= self.tensor_parallel_size <= 64:
+            raise UserError(f"--tensor-parallel-size must be an integer from 1 to 64, got {self.tensor_parallel_size!r}")
+        if self.tensor_parallel_size > 1 and self.quantize:
+            raise UserError("--quantize fp8 with --tensor-parallel-size above 1 is not supported yet; drop one of them")
         if self.max_num_batched_tokens < self.max_batch_size:
             raise UserError("--max-num-batched-tokens must be at least --max-batch-size")
 
@@ -46,4 +51,5 @@ class BuildConfig:
             "kv_block_size": self.kv_block_size, "max_num_batched_tokens": self.max_num_batched_tokens,
             "op_priority": {op: list(p) for op, p in sorted(self.op_priority.items())},
             **({"quantize": self.quantize} if self.quantize else {}),
+            **({"tensor_parallel_size": self.tensor_parallel_size} if self.tensor_parallel_size > 1 else {}),
         }

@@ -125,8 +125,28 @@ class KernelSpec:
         )
 
 
+_SPECS: dict[tuple, KernelSpec] = {}  # a build plans thousands of launches of a few dozen specs
+
+
 def spec_from_launch(launch, arg_types: list[str], target: str, *, fp_fusion: bool = True) -> KernelSpec:
     """The spec of one `Launch`; `arg_types[i]` is `launch.args[i]`'s type (see `arg_type`)."""
+    # the spec depends on the arguments' types and which are None; constexpr values by repr, since
+    # True, 1 and 1.0 are equal in Python but compile differently
+    constexprs = repr(sorted(launch.constexprs.items(), key=lambda kv: kv[0]))
+    same = (launch.kernel, tuple(a is None for a in launch.args), tuple(arg_types), constexprs, launch.num_warps,
+            launch.num_stages, target, fp_fusion)
+    try:
+        known = same in _SPECS
+    except TypeError:  # a kernel object that cannot be hashed
+        return _spec_from_launch(launch, arg_types, target, fp_fusion)
+    if not known:
+        if len(_SPECS) > 4096:
+            _SPECS.clear()
+        _SPECS[same] = _spec_from_launch(launch, arg_types, target, fp_fusion)
+    return _SPECS[same]
+
+
+def _spec_from_launch(launch, arg_types: list[str], target: str, fp_fusion: bool) -> KernelSpec:
     jit = jit_function(launch.kernel)
     runtime = [p for p in jit.params if not p.is_constexpr]
     if len(launch.args) != len(runtime) or len(arg_types) != len(runtime):

@@ -17,8 +17,13 @@ ACTIVATIONS = {"silu": "silu_and_mul", "gelu_tanh": "gelu_tanh_and_mul"}  # spec
 
 
 class Layer:
-    def __init__(self, spec: ModelSpec, b, w: dict, inp: dict, max_query_len):
+    def __init__(self, spec: ModelSpec, b, w: dict, inp: dict, max_query_len, tensor_parallel_size: int = 1):
         self.spec, self.b, self.w, self.inp, self.max_query_len = spec, b, w, inp, max_query_len
+        self.tensor_parallel_size = tensor_parallel_size
+
+    def reduced(self, x, name: str):
+        """A row-parallel layer's output: each rank holds a partial sum, all_reduce makes the whole."""
+        return x if self.tensor_parallel_size == 1 else self.b.name(ops.all_reduce(x), f"{name}_all_reduce")
 
     def linear(self, x, p: str, name: str, i: int):
         return self.b.name(ops.linear(x, self.w[f"{p}{name}.weight"], self.w.get(f"{p}{name}.bias")), f"layers_{i}_{name}")
@@ -66,7 +71,7 @@ class Layer:
             a = b.name(ops.softcap_paged_attention(*args, spec.attn_soft_cap), f"layers_{i}_attn")
         else:
             a = b.name(ops.paged_attention(*args), f"layers_{i}_attn")
-        return self.linear(a, p, "o_proj", i)
+        return self.reduced(self.linear(a, p, "o_proj", i), f"layers_{i}_o_proj")
 
     def mlp(self, i: int, p: str, x):
         act = getattr(ops, ACTIVATIONS[self.spec.activation])
@@ -75,11 +80,12 @@ class Layer:
         else:
             gate, up = self.linear(x, p, "gate_proj", i), self.linear(x, p, "up_proj", i)
             m = self.b.name(act(ops.concat([gate, up])), f"layers_{i}_act")
-        return self.linear(m, p, "down_proj", i)
+        return self.reduced(self.linear(m, p, "down_proj", i), f"layers_{i}_down_proj")
 
     def experts(self, i: int, p: str, x):
         spec, b, w = self.spec, self.b, self.w
         logits = b.name(ops.linear(x, w[p + "router.weight"], None), f"layers_{i}_router")
         routed = b.name(ops.moe_route(logits, spec.num_experts_per_tok, spec.norm_topk_prob), f"layers_{i}_route")
-        return b.name(ops.fused_moe(x, w[p + "experts.gate_up_proj"], w[p + "experts.down_proj"], routed[0], routed[1]),
-                      f"layers_{i}_experts")
+        experts = b.name(ops.fused_moe(x, w[p + "experts.gate_up_proj"], w[p + "experts.down_proj"], routed[0], routed[1]),
+                         f"layers_{i}_experts")
+        return self.reduced(experts, f"layers_{i}_experts")

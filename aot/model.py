@@ -17,6 +17,7 @@ from llmc.errors import UserError
 
 from .rope import cos_sin_cache
 from .spec import ModelSpec
+from .tensor_parallel import VOCAB_START
 
 ops = torch.ops.llmc
 
@@ -32,7 +33,14 @@ STEP_INPUTS = {
     "temperature": torch.float32,
     "top_k": torch.int32,
     "top_p": torch.float32,
+    "min_p": torch.float32,
     "uniform": torch.float32,
+    "logprob_token_ids": torch.int32,
+    "num_logprobs": torch.int32,
+    "logit_edit_index": torch.int32,
+    "logit_edit_values": torch.float32,
+    "allowed_bitmask": torch.int32,
+    "bitmask_on": torch.int32,
 }
 
 
@@ -67,15 +75,20 @@ def rope_tables(spec: ModelSpec, max_positions: int) -> dict[str, torch.Tensor]:
     return tables
 
 
-def trace(spec: ModelSpec, params: dict[str, torch.Tensor]) -> torch.fx.GraphModule:
+def trace(spec: ModelSpec, params: dict[str, torch.Tensor], tensor_parallel_size: int = 1) -> torch.fx.GraphModule:
+    """The step's graph; with tensor parallelism, one rank's (`spec` is then its rank_spec)."""
     b = _Builder()
     inp = {name: b.placeholder(f"input:{name}") for name in STEP_INPUTS}
     w = {name: b.placeholder(f"weight:{name}") for name in sorted(params)}
     kv = [(b.placeholder(f"kv:k:{i}"), b.placeholder(f"kv:v:{i}")) for i in range(spec.num_layers)]
     max_query_len = b.placeholder("const:max_query_len")
-    layer = Layer(spec, b, w, inp, max_query_len)
+    layer = Layer(spec, b, w, inp, max_query_len, tensor_parallel_size)
 
-    h = b.name(ops.embedding(inp["input_ids"], w["embed_tokens.weight"]), "embed_tokens")
+    if tensor_parallel_size == 1:
+        h = b.name(ops.embedding(inp["input_ids"], w["embed_tokens.weight"]), "embed_tokens")
+    else:  # each rank gathers the ids in its vocabulary slice, zeros for the rest; the sum is the embedding
+        h = b.name(ops.vocab_parallel_embedding(inp["input_ids"], w["embed_tokens.weight"], w[VOCAB_START]), "embed_tokens")
+        h = b.name(ops.all_reduce(h), "embed_tokens_all_reduce")
     if spec.embed_scale:
         h = b.name(ops.scale(h, spec.embed_scale), "embed_scale")
     residual = None
@@ -87,8 +100,15 @@ def trace(spec: ModelSpec, params: dict[str, torch.Tensor]) -> torch.fx.GraphMod
     x = b.name(ops.rms_norm(h, w["norm.weight"], spec.rms_norm_eps), "norm")
     head = w["embed_tokens.weight"] if spec.tie_word_embeddings or "lm_head.weight" not in w else w["lm_head.weight"]
     logits = b.name(ops.lm_head(x, head, inp["logits_indices"]), "lm_head")
+    if tensor_parallel_size > 1:  # this rank's vocabulary slice of the logits -> all of them, on every rank
+        logits = b.name(ops.all_gather(logits, tensor_parallel_size), "lm_head_all_gather")
     if spec.final_soft_cap:
         logits = b.name(ops.soft_cap(logits, spec.final_soft_cap), "final_soft_cap")
-    tokens = b.name(ops.sample(logits, inp["temperature"], inp["top_k"], inp["top_p"], inp["uniform"]), "sample")
-    b.graph.output({"logits": logits.node, "next_tokens": tokens.node})
+    edited = b.name(ops.edit_logits(logits, inp["logit_edit_index"], inp["logit_edit_values"], inp["allowed_bitmask"],
+                                    inp["bitmask_on"]), "edit_logits")
+    tokens = b.name(ops.sample(edited, inp["temperature"], inp["top_k"], inp["top_p"], inp["min_p"], inp["uniform"]),
+                    "sample")
+    lp = b.name(ops.logprobs(logits, tokens, inp["logprob_token_ids"], inp["num_logprobs"]), "logprobs")
+    b.graph.output({"logits": logits.node, "next_tokens": tokens.node, "token_logprobs": lp[0].node,
+                    "top_token_ids": lp[1].node, "top_logprobs": lp[2].node})
     return torch.fx.GraphModule(torch.nn.Module(), b.graph)

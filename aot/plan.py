@@ -16,9 +16,12 @@ import torch
 import torch.fx
 
 from .ir import op_of
+from .ir.ops.collective import Collective
 from .kernel_spec import KernelSpec, arg_type, spec_from_launch
 from .launch import Launch, Out, launch_context
 from .lower import Choice, choose_impl
+from llmc.artifacts.plan_schema import logit_edit_capacity
+
 from .model import STEP_INPUTS
 from .target import Target
 
@@ -39,12 +42,14 @@ class Bucket:
         return f"decode_b{self.num_tokens}" if self.kind == "decode" else f"prefill_t{self.num_tokens}"
 
 
-def input_shapes(bucket: Bucket, max_blocks_per_seq: int) -> dict[str, tuple[int, ...]]:
-    t, b, r = bucket.num_tokens, bucket.num_seqs, bucket.num_logits
+def input_shapes(bucket: Bucket, max_blocks_per_seq: int, vocab_size: int) -> dict[str, tuple[int, ...]]:
+    t, b, r, e = bucket.num_tokens, bucket.num_seqs, bucket.num_logits, logit_edit_capacity(bucket.num_logits)
     return {
         "input_ids": (t,), "positions": (t,), "slot_mapping": (t,), "block_tables": (b, max_blocks_per_seq),
         "seq_lens": (b,), "query_start_loc": (b + 1,), "logits_indices": (r,),
-        "temperature": (r,), "top_k": (r,), "top_p": (r,), "uniform": (r,),
+        "temperature": (r,), "top_k": (r,), "top_p": (r,), "min_p": (r,), "uniform": (r,), "logprob_token_ids": (r,), "num_logprobs": (r,),
+        "logit_edit_index": (e, 2), "logit_edit_values": (e, 3), "allowed_bitmask": (r, -(-vocab_size // 32)),
+        "bitmask_on": (r,),
     }
 
 
@@ -129,9 +134,10 @@ def _place(buffers: dict[str, dict], lifetimes: dict[str, tuple[int, int]]) -> i
     return arena
 
 
-def _calls(gm: torch.fx.GraphModule, bucket: Bucket, params: dict, kv_layout: dict, max_blocks_per_seq: int, refs: _Refs):
+def _calls(gm: torch.fx.GraphModule, bucket: Bucket, params: dict, kv_layout: dict, max_blocks_per_seq: int, refs: _Refs,
+           vocab_size: int):
     """Run the graph on meta values; yield (node, op, args, result) for every op call, then the output node."""
-    shapes = input_shapes(bucket, max_blocks_per_seq)
+    shapes = input_shapes(bucket, max_blocks_per_seq, vocab_size)
     kv_shape = (1, kv_layout["block_size"], kv_layout["num_kv_heads"], kv_layout["head_dim"])
     kv_dtype = getattr(torch, kv_layout["dtype"])
     values: dict[torch.fx.Node, object] = {}
@@ -151,9 +157,9 @@ def _calls(gm: torch.fx.GraphModule, bucket: Bucket, params: dict, kv_layout: di
 
 
 def lower_bucket(gm: torch.fx.GraphModule, bucket: Bucket, params: dict, target: Target, overrides: dict,
-                 kv_layout: dict, max_blocks_per_seq: int) -> dict[str, Choice]:
+                 kv_layout: dict, max_blocks_per_seq: int, vocab_size: int) -> dict[str, Choice]:
     """The impl of every op node for this bucket's shapes: node name -> Choice."""
-    calls = _calls(gm, bucket, params, kv_layout, max_blocks_per_seq, _Refs())
+    calls = _calls(gm, bucket, params, kv_layout, max_blocks_per_seq, _Refs(), vocab_size)
     return {node.name: choose_impl(node, args, target, overrides) for node, op, args, _ in calls if op is not None}
 
 
@@ -165,6 +171,7 @@ def plan_bucket(
     choices: dict[str, Choice],
     kv_layout: dict,
     max_blocks_per_seq: int,
+    vocab_size: int,
 ) -> tuple[dict, list[KernelSpec]]:
     """The plan JSON for one bucket, and the kernel specs its launches name by index ("kernel": i)."""
     refs = _Refs()
@@ -178,7 +185,7 @@ def plan_bucket(
         users = [last_use(u) if u.target is operator.getitem else order[u] for u in node.users]
         return max(users, default=order[node])
 
-    for node, op, args, result in _calls(gm, bucket, params, kv_layout, max_blocks_per_seq, refs):
+    for node, op, args, result in _calls(gm, bucket, params, kv_layout, max_blocks_per_seq, refs, vocab_size):
         if op is None:
             outputs = {k: refs.of(v)["buffer"] for k, v in result.items()}
             for name in outputs.values():
@@ -199,9 +206,12 @@ def plan_bucket(
             with launch_context(context):
                 launches = impl.fn(*args)
             _place_scratch(launches, refs, node, order[node], buffers, lifetimes)
-            step["launches"] = [_launch_entry(launch, refs, outs, target, specs) for launch in launches]
+            for collective in (c for c in launches if isinstance(c, Collective)):  # at most one, before the kernels
+                step["collective"] = collective.entry(refs.of, outs)
+            step["launches"] = [_launch_entry(launch, refs, outs, target, specs) for launch in launches
+                                if not isinstance(launch, Collective)]
         steps.append(step)
-    shapes = input_shapes(bucket, max_blocks_per_seq)
+    shapes = input_shapes(bucket, max_blocks_per_seq, vocab_size)
     arena = _place(buffers, lifetimes)
     for b in buffers.values():
         del b["nbytes"]

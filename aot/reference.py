@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.fx
 
+from .ir import op_of
 from .weights import Weight
 
 
@@ -24,7 +25,10 @@ def prefill_logits(gm: torch.fx.GraphModule, params: dict, kv_layout: dict, num_
         "slot_mapping": torch.arange(n, **i32), "block_tables": torch.arange(blocks, **i32)[None],
         "seq_lens": torch.tensor([n], **i32), "query_start_loc": torch.tensor([0, n], **i32),
         "logits_indices": torch.arange(n, **i32), "temperature": torch.zeros(n), "top_k": torch.zeros(n, **i32),
-        "top_p": torch.ones(n), "uniform": torch.zeros(n),
+        "top_p": torch.ones(n), "min_p": torch.zeros(n), "uniform": torch.zeros(n),
+        "logit_edit_index": torch.full((1, 2), -1, **i32), "logit_edit_values": torch.zeros(1, 3),
+        "allowed_bitmask": torch.zeros(n, 1, **i32), "bitmask_on": torch.zeros(n, **i32),
+        "logprob_token_ids": torch.full((n,), -1, **i32), "num_logprobs": torch.full((n,), -1, **i32),
     }
     args = []
     for node in gm.graph.nodes:
@@ -49,4 +53,7 @@ class _LoadOnUse(torch.fx.Interpreter):
 
     def call_function(self, target, args, kwargs):
         args = torch.fx.node.map_aggregate(args, lambda a: a.load() if isinstance(a, Weight) else a)
+        op = op_of(target)
+        if op is not None:  # the native function itself: torch's custom-op dispatch would import torch._dynamo (seconds)
+            return op.native(*args, **kwargs)
         return super().call_function(target, args, kwargs)

@@ -14,6 +14,8 @@ from typing import Callable
 
 import torch.fx
 
+from llmc.errors import UserError
+
 from . import ingest, model
 from .build_key import build_key, toolchain_versions
 from .config import BuildConfig
@@ -23,6 +25,7 @@ from .passes import run_passes
 from .quantize import Scheme, build_scheme
 from .plan import buckets, lower_bucket, plan_bucket, with_kernel_ids
 from .spec import ModelSpec
+from .tensor_parallel import check_divisible, rank_spec, rank_weights
 from .target import Target
 from .weights import constant
 
@@ -42,9 +45,18 @@ class Ingested:
     quantization: Scheme | None = None  # FP8 linears: the checkpoint's scheme, or --quantize's
 
     @property
-    def kv_layout(self) -> dict:
+    def tensor_parallel_size(self) -> int:
+        return self.config.tensor_parallel_size
+
+    @property
+    def rank_spec(self) -> ModelSpec:
+        """The dims one tensor-parallel rank computes with (the whole model's without tensor parallelism)."""
+        return rank_spec(self.spec, self.tensor_parallel_size)
+
+    @property
+    def kv_layout(self) -> dict:  # one rank's KV cache
         return {"num_layers": self.spec.num_layers, "block_size": self.config.kv_block_size,
-                "num_kv_heads": self.spec.num_kv_heads, "head_dim": self.spec.head_dim, "dtype": self.dtype}
+                "num_kv_heads": self.rank_spec.num_kv_heads, "head_dim": self.spec.head_dim, "dtype": self.dtype}
 
     @property
     def max_blocks(self) -> int:
@@ -63,6 +75,7 @@ class Fused:
     graph: torch.fx.GraphModule
     weights: dict  # after weight transforms (lazy concatenations, ...); unused ones dropped
     pass_log: tuple[str, ...]
+    rank_weights: tuple[dict, ...] = ()  # tensor-parallel: every rank's weights (rank 0's are `weights`)
 
 
 @dataclass(frozen=True)
@@ -93,9 +106,14 @@ class Compiled:
 
 def ingest_stage(model_dir: Path, config: BuildConfig, target: Target) -> Ingested:
     spec = ingest.read_spec(model_dir)
+    if config.tensor_parallel_size > 1:
+        check_divisible(spec, config.tensor_parallel_size)
     dtype = config.dtype or spec.checkpoint_dtype
     max_seq_len = min(config.max_seq_len, spec.max_position_embeddings)
     scheme = build_scheme(model_dir, config.quantize, target)
+    if scheme is not None and config.tensor_parallel_size > 1:
+        raise UserError("config.json: an FP8 checkpoint with --tensor-parallel-size above 1 is not supported yet; "
+                        "build it with --tensor-parallel-size 1")
     checkpoint = ingest.scan_checkpoint(model_dir)
     weights = ingest.read_weights(model_dir, spec, ingest.DTYPES[dtype], checkpoint)
     if config.quantize:
@@ -107,18 +125,34 @@ def ingest_stage(model_dir: Path, config: BuildConfig, target: Target) -> Ingest
 
 
 def trace_stage(ingested: Ingested) -> Traced:
-    return Traced(ingested, model.trace(ingested.spec, ingested.weights))
+    i = ingested
+    if i.tensor_parallel_size == 1:
+        return Traced(i, model.trace(i.spec, i.weights))
+    return Traced(i, model.trace(i.rank_spec, rank_weights(i.weights, i.spec, 0, i.tensor_parallel_size), i.tensor_parallel_size))
 
 
 def fuse_stage(traced: Traced) -> Fused:
-    weights = dict(traced.ingested.weights)
-    log = run_passes(traced.graph, weights)
-    return Fused(traced.ingested, traced.graph, weights, tuple(log))
+    i = traced.ingested
+    if i.tensor_parallel_size == 1:
+        weights = dict(i.weights)
+        log = run_passes(traced.graph, weights)
+        return Fused(i, traced.graph, weights, tuple(log))
+    # each rank's weights go through the same passes (merged q/k/v of its shards, ...); the graphs must agree
+    ranks = []
+    for rank in range(i.tensor_parallel_size):
+        weights = rank_weights(i.weights, i.spec, rank, i.tensor_parallel_size)
+        graph = traced.graph if rank == 0 else model.trace(i.rank_spec, weights, i.tensor_parallel_size)
+        log = run_passes(graph, weights)
+        if rank and graph.code != traced.graph.code:
+            raise AssertionError(f"tensor-parallel rank {rank}'s fused graph differs from rank 0's")
+        ranks.append((weights, log))
+    return Fused(i, traced.graph, ranks[0][0], tuple(ranks[0][1]), tuple(w for w, _ in ranks))
 
 
 def lower_stage(fused: Fused) -> Lowered:
     i = fused.ingested
-    choices = {b.name: lower_bucket(fused.graph, b, fused.weights, i.target, i.config.op_priority, i.kv_layout, i.max_blocks)
+    choices = {b.name: lower_bucket(fused.graph, b, fused.weights, i.target, i.config.op_priority, i.kv_layout, i.max_blocks,
+                                    i.spec.vocab_size)
                for b in buckets(i.config.max_batch_size, i.config.max_num_batched_tokens)}
     return Lowered(fused, choices)
 
@@ -128,7 +162,7 @@ def plan_stage(lowered: Lowered) -> Planned:
     plans, specs = {}, {}
     for bucket in buckets(i.config.max_batch_size, i.config.max_num_batched_tokens):
         plans[bucket.name], found = plan_bucket(fused.graph, bucket, fused.weights, i.target, lowered.choices[bucket.name],
-                                                i.kv_layout, i.max_blocks)
+                                                i.kv_layout, i.max_blocks, i.spec.vocab_size)
         specs[bucket.name] = tuple(found)
     return Planned(lowered, plans, specs)
 

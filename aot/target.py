@@ -31,6 +31,7 @@ GPU_PRIORITY: dict[str, tuple[str, ...]] = {
     "softcap_paged_attention": ("triton_decode", "triton_prefill"),
     "fused_moe": ("triton_decode", "triton_grouped"),
     "sample": ("triton",),
+    "all_reduce": ("nccl",), "all_gather": ("nccl",), "all_reduce_add_rms_norm": ("nccl",),  # collectives: NCCL calls (RCCL's on hip), no kernel of ours
 }
 
 

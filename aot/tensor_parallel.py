@@ -19,6 +19,9 @@ import torch
 from llmc.errors import LlmcError, UserError
 
 from .spec import ModelSpec
+from .weights import Weight, load
+
+VOCAB_START = "embed_tokens.vocab_start"  # per-rank [1] int32: the first vocabulary row this rank holds
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,25 @@ def shard(name: str, tensor: torch.Tensor, spec: ModelSpec, rank: int, size: int
         parts.append(tensor.narrow(rule.dim, start + lo, hi - lo))
         start += length
     return parts[0].contiguous() if len(parts) == 1 else torch.cat(parts, dim=rule.dim)
+
+
+def rank_weights(weights: dict, spec: ModelSpec, rank: int, size: int) -> dict:
+    """Rank `rank`'s IR parameters: each a lazy shard of the whole one, plus the rank's vocab start."""
+    out = {name: sharded(name, weight, spec, rank, size) for name, weight in weights.items()}
+    if size > 1:
+        start = torch.tensor([rank * spec.vocab_size // size], dtype=torch.int32)
+        out[VOCAB_START] = Weight((1,), torch.int32, lambda: start, f"vocab start of rank {rank}/{size}")
+    return out
+
+
+def sharded(name: str, weight, spec: ModelSpec, rank: int, size: int):
+    """A Weight for rank `rank`'s part of `weight`: its shape now, its data when the writer loads it."""
+    if size == 1 or rule_for(name).kind == "replicate":
+        return weight
+    meta = shard(name, torch.empty(tuple(weight.shape), dtype=weight.dtype, device="meta"), spec, rank, size)
+    doc = getattr(weight, "doc", "tensor")
+    return Weight(tuple(meta.shape), weight.dtype, lambda: shard(name, load(weight), spec, rank, size).contiguous(),
+                  f"shard({doc}, rank {rank}/{size})")
 
 
 def _segment_sizes(segments: tuple[str, ...], total: int, spec: ModelSpec) -> list[int]:

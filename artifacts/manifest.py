@@ -99,6 +99,8 @@ QUANTIZATION = {  # optional: present when the bundle's linears are FP8 (aot/qua
                     lambda v: v in ("dynamic_per_token", "dynamic_per_group", "none")),
 }
 
+PARALLEL = {"tensor_parallel_size": POS}  # optional: present when the weights are split across ranks (weights/rank<r>/)
+
 
 def fail(doc: str, field: str, what: str) -> None:
     raise BundleError(f"{doc}: field {field!r} {what}")
@@ -152,6 +154,8 @@ def validate_manifest(obj: object) -> dict:
         check_fields(need_dict(value, doc, field), table, doc, field)
     if "quantization" in obj:
         check_fields(need_dict(obj["quantization"], doc, "quantization"), QUANTIZATION, doc, "quantization")
+    if "parallel" in obj:
+        check_fields(need_dict(obj["parallel"], doc, "parallel"), PARALLEL, doc, "parallel")
     files, _ = get(obj, "files", doc)
     for name, entry in need_dict(files, doc, "files").items():
         field = f"files[{name!r}]"

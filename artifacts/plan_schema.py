@@ -16,9 +16,20 @@ PLAN = {"name": NONEMPTY, "kind": ("'decode' or 'prefill'", lambda v: v in ("dec
 TENSOR = {"shape": INTS, "dtype": DTYPE}
 BUFFER = {"offset": NONNEG, "shape": INTS, "dtype": DTYPE}
 STEP = {"node": NONEMPTY, "op": NONEMPTY, "provider": NONEMPTY}
+# a step's NCCL call between tensor-parallel ranks, run before its launches: send/recv are arena buffers
+COLLECTIVE = {"op": ("'all_reduce' or 'all_gather'", lambda v: v in ("all_reduce", "all_gather")), "dtype": DTYPE,
+              "count": POS}
 LAUNCH = {"kernel": NONEMPTY, "grid": ("1 to 3 positive integers",
                                        lambda v: POS_INTS[1](v) and 1 <= len(v) <= 3)}
 ARENA_ALIGN = 256
+MAX_LOGPROBS = 20  # top-logprob slots per logits row (vLLM's default max_logprobs)
+LOGPROB_OUTPUTS = ("token_logprobs", "top_token_ids", "top_logprobs")  # a plan's logprobs outputs, in op order
+MIN_LOGIT_EDITS, LOGIT_EDITS_PER_ROW = 8192, 512
+
+
+def logit_edit_capacity(num_logits: int) -> int:
+    """Entries of a plan's logit edits (penalties, logit_bias, min_tokens bans) over all its rows."""
+    return max(MIN_LOGIT_EDITS, LOGIT_EDITS_PER_ROW * num_logits)
 SCALAR_RANGE = {"i32": (-(2**31), 2**31 - 1), "i64": (-(2**63), 2**63 - 1), "fp32": None}
 ARG_FORMS = ("buffer", "input", "weight", "kv_cache", "const")  # the op's arguments (cpu backend)
 PARAM_FORMS = ("buffer", "input", "weight", "kv_cache", "scalar", "null")  # a kernel's parameters
@@ -54,6 +65,8 @@ def validate_plan(obj: object, name: str) -> dict:
         outs, field = get(step, "outputs", doc, where)
         for j, ref in enumerate(need_list(outs, doc, field)):
             _buffer_name(ref, plan, doc, f"{field}[{j}]")
+        if "collective" in step:
+            _check_collective(step["collective"], plan, doc, f"{where}.collective")
         for k, launch in enumerate(need_list(step.get("launches", []), doc, f"{where}.launches")):
             lwhere = f"{where}.launches[{k}]"
             check_fields(need_dict(launch, doc, lwhere), LAUNCH, doc, lwhere)
@@ -61,6 +74,17 @@ def validate_plan(obj: object, name: str) -> dict:
             for j, param in enumerate(need_list(params, doc, field)):
                 _check_ref(param, PARAM_FORMS, plan, doc, f"{field}[{j}]")
     return plan
+
+
+def _check_collective(obj: object, plan: dict, doc: str, where: str) -> None:
+    """{"op", "send": {"buffer"}, "recv": {"buffer"}, "dtype", "count"}: count elements of dtype sent per rank."""
+    check_fields(need_dict(obj, doc, where), COLLECTIVE, doc, where)
+    for key in ("send", "recv"):
+        ref, field = get(obj, key, doc, where)
+        _check_ref(ref, ("buffer",), plan, doc, field)
+        buf = plan["buffers"][ref["buffer"]]
+        if math.prod(buf["shape"]) * DTYPES[buf["dtype"]] < obj["count"] * DTYPES[obj["dtype"]]:
+            fail(doc, field, f"names a buffer smaller than count {obj['count']} of {obj['dtype']}")
 
 
 def _buffer_name(ref: object, plan: dict, doc: str, field: str) -> None:

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,6 +20,8 @@ from .safetensors_check import DTYPES
 
 # the safetensors library's order of dtypes in a file it writes
 DTYPE_ORDER = ("U64", "I64", "F64", "F32", "U32", "I32", "BF16", "F16", "U16", "I16", "F8_E4M3", "F8_E5M2", "I8", "U8", "BOOL")
+
+SLICE = 1 << 24  # bytes hashed per task while the writer writes
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,20 @@ def write(path: str | os.PathLike, entries: list[Entry]) -> tuple[str, int]:
     """Write the file; return its sha256 and size, computed while writing."""
     entries = ordered(entries)
     digest, size = hashlib.sha256(), 0
-    with open(path, "wb") as f:
+    # a second thread hashes each slice while this one writes it (both release the GIL); a tensor is
+    # dropped only once it is hashed, so memory stays one tensor
+    with open(path, "wb") as f, ThreadPoolExecutor(1) as hasher:
         for chunk in _chunks(entries):
-            digest.update(chunk)
+            hashed = [hasher.submit(digest.update, piece) for piece in _slices(chunk)]
             f.write(chunk)
             size += len(chunk)
+            for h in hashed:
+                h.result()
     return digest.hexdigest(), size
+
+
+def _slices(data: memoryview) -> list[memoryview]:
+    return [data[i:i + SLICE] for i in range(0, len(data), SLICE)] or [data]
 
 
 def _chunks(entries: list[Entry]):

@@ -15,7 +15,7 @@ import math
 from llmc.errors import BundleError, UserError
 
 from .manifest import DTYPES, MANIFEST
-from .plan_schema import ARENA_ALIGN
+from .plan_schema import ARENA_ALIGN, MAX_LOGPROBS, logit_edit_capacity
 from .safetensors_check import check_safetensors
 
 MALFORMED = "the bundle is malformed: rebuild it with llmc build"
@@ -33,7 +33,9 @@ LIMITS = {
 STEP_INPUTS = {  # name -> dtype; shapes below, from the plan's num_tokens T, num_seqs B, num_logits R
     "input_ids": "int32", "positions": "int32", "slot_mapping": "int32", "block_tables": "int32",
     "seq_lens": "int32", "query_start_loc": "int32", "logits_indices": "int32", "temperature": "float32",
-    "top_k": "int32", "top_p": "float32", "uniform": "float32",
+    "top_k": "int32", "top_p": "float32", "min_p": "float32", "uniform": "float32",
+    "logit_edit_index": "int32", "logit_edit_values": "float32", "allowed_bitmask": "int32", "bitmask_on": "int32",
+    "logprob_token_ids": "int32", "num_logprobs": "int32",
 }
 GRID_LIMITS = (2**31 - 1, 65535, 65535)
 ARENA_ROWS_PER_TOKEN, MIN_ARENA_LIMIT = 64, 64 << 20
@@ -56,6 +58,7 @@ def _validate(bundle) -> None:
     manifest = bundle.manifest
     check_manifest(manifest)
     weights = weight_names(bundle)
+    check_ranks(bundle)
     index = bundle.kernel_index()["kernels"]
     check_kernel_index(index, manifest)
     plans = bundle.plans()
@@ -117,6 +120,37 @@ def weight_names(bundle) -> set[str]:
     return names
 
 
+def tensor_parallel_size(manifest: dict) -> int:
+    return manifest.get("parallel", {}).get("tensor_parallel_size", 1)
+
+
+def check_ranks(bundle) -> None:
+    """A tensor-parallel bundle holds weights/rank<r>/ for every rank and nothing else under weights/; every rank
+    holds the same tensor names (the plans are shared); a single-rank bundle holds no rank folders."""
+    size = tensor_parallel_size(bundle.manifest)
+    files = sorted(f for f in bundle.manifest["files"] if f.startswith("weights/") and f.endswith(".safetensors"))
+    by_rank: dict[int, list[str]] = {}
+    for rel in files:
+        folder = rel.split("/")[1]
+        rank = int(folder[4:]) if folder.startswith("rank") and folder[4:].isdigit() and rel.count("/") == 2 else None
+        if (rank is None) != (size == 1) or (rank is not None and rank >= size):
+            _fail(MANIFEST, f"files[{rel!r}]", f"is not a weights file of a bundle with parallel.tensor_parallel_size {size}")
+        by_rank.setdefault(rank, []).append(rel)
+    if size == 1:
+        return
+    first = None
+    for rank in range(size):
+        if rank not in by_rank:
+            _fail(MANIFEST, "files", f"lists no weights/rank{rank}/*.safetensors for rank {rank} of {size}")
+        names: set[str] = set()
+        for rel in by_rank[rank]:
+            names.update(check_safetensors(bundle.file(rel), rel))
+        if first is not None and names != first:
+            _fail(by_rank[rank][0], "tensors", f"differ from rank 0's ({', '.join(sorted(names ^ first)[:3])}); "
+                  "the rank's file is from another build")
+        first = names if first is None else first
+
+
 def check_kernel_index(index: dict, manifest: dict) -> None:
     doc, target = "kernels/index.json", manifest["target"]
     if index and target["backend"] == "cpu":
@@ -155,14 +189,14 @@ def check_plan(plan: dict, name: str, manifest: dict, index: dict, weights: set[
     blocks = -(-build["max_seq_len"] // build["kv_block_size"])
     if plan["max_blocks_per_seq"] != blocks:
         _fail(doc, "max_blocks_per_seq", f"must be {blocks} (build.max_seq_len / build.kv_block_size, rounded up)")
-    _check_inputs(plan, doc)
+    _check_inputs(plan, doc, manifest["model"]["vocab_size"])
     _check_arena(plan, doc, manifest["model"])
     _check_outputs(plan, doc, manifest["model"]["vocab_size"])
     gpu = manifest["target"]["backend"] != "cpu"
     for i, step in enumerate(plan["steps"]):
         where = f"steps[{i}]"
         launches = step.get("launches", [])
-        if gpu and not launches:
+        if gpu and not launches and "collective" not in step:
             _fail(doc, f"{where}.launches", f"is empty: node {step['node']!r} (op {step['op']}, provider "
                   f"{step['provider']}) runs no kernel, which the {manifest['target']['backend']} runtime needs")
         if not gpu and (step["provider"] != "native" or launches):
@@ -196,11 +230,16 @@ class _Everything(frozenset):
 _ANY_OP = _Everything()
 
 
-def _check_inputs(plan: dict, doc: str) -> None:
+def _check_inputs(plan: dict, doc: str, vocab: int) -> None:
     t, b, r, mb = plan["num_tokens"], plan["num_seqs"], plan["num_logits"], plan["max_blocks_per_seq"]
     shapes = {"input_ids": [t], "positions": [t], "slot_mapping": [t], "block_tables": [b, mb], "seq_lens": [b],
               "query_start_loc": [b + 1], "logits_indices": [r], "temperature": [r], "top_k": [r], "top_p": [r],
-              "uniform": [r]}
+              "min_p": [r], "uniform": [r], "logit_edit_index": [logit_edit_capacity(r), 2],
+              "logit_edit_values": [logit_edit_capacity(r), 3], "allowed_bitmask": [r, -(-vocab // 32)],
+              "bitmask_on": [r], "logprob_token_ids": [r], "num_logprobs": [r]}
+    missing = [key for key in STEP_INPUTS if key not in plan["inputs"]]
+    if missing:
+        _fail(doc, "inputs", f"lacks {', '.join(missing)}, which this llmc fills each step: an older llmc built it")
     for key, spec in plan["inputs"].items():
         if key not in STEP_INPUTS:
             _fail(doc, f"inputs.{key}", f"is not a step input the runtime fills ({', '.join(STEP_INPUTS)})")
@@ -224,14 +263,17 @@ def _check_arena(plan: dict, doc: str, model: dict) -> None:
 
 def _check_outputs(plan: dict, doc: str, vocab: int) -> None:
     r = plan["num_logits"]
-    expect = {"logits": [r, vocab], "next_tokens": [r]}
-    for key, shape in expect.items():
+    expect = {"logits": ([r, vocab], None), "next_tokens": ([r], "int32"), "token_logprobs": ([r], "float32"),
+              "top_token_ids": ([r, MAX_LOGPROBS], "int32"), "top_logprobs": ([r, MAX_LOGPROBS], "float32")}
+    for key, (shape, dtype) in expect.items():
         if key not in plan["outputs"]:
-            _fail(doc, f"outputs.{key}", "is missing")
+            if key in ("logits", "next_tokens"):  # logprobs outputs are optional: older bundles lack them
+                _fail(doc, f"outputs.{key}", "is missing")
+            continue
         got = plan["buffers"][plan["outputs"][key]]
-        if got["shape"] != shape or (key == "next_tokens" and got["dtype"] != "int32"):
+        if got["shape"] != shape or (dtype is not None and got["dtype"] != dtype):
             _fail(doc, f"outputs.{key}", f"names a buffer of shape {got['shape']} {got['dtype']}; it must be {shape}"
-                  + (" int32" if key == "next_tokens" else ""))
+                  + (f" {dtype}" if dtype else ""))
 
 
 def _check_ref(ref, field: str, doc: str, kv: dict, weights: set[str]) -> None:

@@ -1,14 +1,18 @@
 """Build benchmark: wall time and peak RSS per stage of `llmc build`, at real model shapes, on this machine.
 
     python benchmarks/build_bench.py --models qwen3-0.6b llama-3.1-8b --target sm90 --workdir /tmp/llmc-bench
+    python benchmarks/build_bench.py --models qwen3-30b-a3b --layers 16   # the first 16 of its 48 layers
 
 For each model it writes a checkpoint of the real config's shapes, tensor by tensor (random bf16 values,
 never a model in memory, sharded at 5 GB like the Hub's), then builds it in fresh child processes:
-`cold` (empty kernel and bundle caches; it fills both), `warm` (kernels cached, `--no-cache`), `hit`
-(the bundle cache holds the build). Each child reports every stage's wall time and its peak RSS when the stage ended
-(`VmHWM`, so stages are cumulative); the machine's load average is printed beside each run, since
-other work on a shared machine slows a build. Results go to stdout as a markdown table and to
-`<workdir>/build_bench.json`. `--keep` keeps the checkpoints (they are large: 16 GB for an 8B model).
+`cold` (empty kernel and bundle caches; it fills both), `hit` (the bundle cache holds the build), then
+`warm` (kernels cached, `--no-cache`; the bundle cache entry is dropped first, so the disk never holds
+more than the checkpoint and one bundle). `--layers N` keeps the first N layers of each config (a
+checkpoint too large for the disk, measured per layer). Each child reports every stage's wall time and
+its peak RSS when the stage ended (`VmHWM`, so stages are cumulative); the machine's load average is
+printed beside each run, since other work on a shared machine slows a build. Results go to stdout as a
+markdown table and to `<workdir>/build_bench.json`. `--keep` keeps the checkpoints (they are large: 16 GB
+for an 8B model).
 """
 
 from __future__ import annotations
@@ -90,13 +94,19 @@ def tensor_shapes(c: dict) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def write_checkpoint(name: str, out: Path) -> int:
-    """The checkpoint of `name`'s shapes at `out`, one tensor in memory at a time; its size in bytes."""
+def model_config(name: str, layers: int | None) -> dict:
+    config = {**MODELS[name], "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2}
+    if layers is not None:
+        config["num_hidden_layers"] = min(layers, config["num_hidden_layers"])
+    return config
+
+
+def write_checkpoint(config: dict, out: Path) -> int:
+    """The checkpoint of `config`'s shapes at `out`, one tensor in memory at a time; its size in bytes."""
     import torch
 
     from llmc.artifacts.safetensors_stream import Entry, write
 
-    config = {**MODELS[name], "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2}
     shapes = tensor_shapes(config)
     torch.manual_seed(0)
     pool = (torch.randn(1 << 24) * 0.02).to(torch.bfloat16)  # values are drawn from one random pool
@@ -107,8 +117,11 @@ def write_checkpoint(name: str, out: Path) -> int:
             if name.endswith("norm.weight"):
                 return torch.ones(n, dtype=torch.bfloat16).view(torch.uint8).numpy().data
             start = zlib.crc32(name.encode()) % pool.numel()
-            reps = -(-(start + n) // pool.numel())
-            return pool.repeat(reps)[start:start + n].contiguous().view(torch.uint8).numpy().data
+            if start + n <= pool.numel():  # a view: repeating the pool for each small expert tensor was most of the time
+                values = pool[start:start + n]
+            else:
+                values = pool.repeat(-(-(start + n) // pool.numel()))[start:start + n]
+            return values.contiguous().view(torch.uint8).numpy().data
         return make
 
     shards, current, size = [], [], 0
@@ -144,22 +157,28 @@ def run_build(model: Path, out: Path, cache: Path, target: str, max_seq_len: int
             "load_after": [round(x, 2) for x in os.getloadavg()]}
 
 
-def bench(name: str, workdir: Path, target: str, max_seq_len: int, keep: bool) -> dict:
+def bench(name: str, workdir: Path, target: str, max_seq_len: int, keep: bool, layers: int | None = None) -> dict:
+    config = model_config(name, layers)
+    label = name if config["num_hidden_layers"] == MODELS[name]["num_hidden_layers"] else \
+        f"{name} ({config['num_hidden_layers']} of {MODELS[name]['num_hidden_layers']} layers)"
+    name = name if label == name else f"{name}-{config['num_hidden_layers']}l"
     model, cache = workdir / name, workdir / f"{name}-cache"
     shutil.rmtree(cache, ignore_errors=True)
     start = time.perf_counter()
-    size = write_checkpoint(name, model) if not (model / "config.json").exists() else sum(
+    size = write_checkpoint(config, model) if not (model / "config.json").exists() else sum(
         p.stat().st_size for p in model.glob("*.safetensors"))
     written = round(time.perf_counter() - start, 1)
     runs = {}
-    for run, use_cache in (("cold", True), ("warm", False), ("hit", True)):  # cold stores the bundle cache entry
-        out = workdir / f"{name}-{run.replace(' ', '-')}.llmc"
+    for run, use_cache in (("cold", True), ("hit", True), ("warm", False)):  # cold stores the bundle cache entry
+        if run == "warm":
+            shutil.rmtree(cache / "bundles", ignore_errors=True)
+        out = workdir / f"{name}-{run}.llmc"
         runs[run] = run_build(model, out, cache, target, max_seq_len, use_cache)
         shutil.rmtree(out, ignore_errors=True)
     if not keep:
         shutil.rmtree(model, ignore_errors=True)
     shutil.rmtree(cache, ignore_errors=True)
-    return {"model": name, "checkpoint_bytes": size, "checkpoint_written_s": written, "target": target, "runs": runs}
+    return {"model": label, "checkpoint_bytes": size, "checkpoint_written_s": written, "target": target, "runs": runs}
 
 
 def table(results: list[dict]) -> str:
@@ -180,9 +199,10 @@ def main() -> None:
     parser.add_argument("--max-seq-len", type=int, default=2048)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/llmc-build-bench"))
     parser.add_argument("--keep", action="store_true", help="keep the checkpoints")
+    parser.add_argument("--layers", type=int, help="keep only the first N layers of each model (its per-layer shapes)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    results = [bench(m, args.workdir, args.target, args.max_seq_len, args.keep) for m in args.models]
+    results = [bench(m, args.workdir, args.target, args.max_seq_len, args.keep, args.layers) for m in args.models]
     (args.workdir / "build_bench.json").write_text(json.dumps(results, indent=1))
     print(f"{os.cpu_count()} CPUs, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB memory")
     print(table(results))

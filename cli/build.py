@@ -26,8 +26,10 @@ from llmc.aot.config import BuildConfig
 @click.option("--no-cache", is_flag=True, help="Build every stage even when the bundle cache holds this build.")
 @click.option("--quantize", type=click.Choice(["fp8"]), default=None,
               help="Quantize a 16-bit checkpoint's linears: fp8 e4m3 weights per channel, activations per token.")
+@click.option("--tensor-parallel-size", "-tp", default=1, show_default=True,
+              help="Split the weights across this many GPUs (one process each); it must divide the heads, vocab and MLP width.")
 def build(model, target, out, dtype, max_batch_size, max_seq_len, kv_block_size, max_num_batched_tokens, revision, op_priority, no_cache,
-          quantize):
+          quantize, tensor_parallel_size):
     """Compile the Hugging Face checkpoint MODEL (a directory, or an id such as Qwen/Qwen3-0.6B) into a bundle."""
     from llmc.aot.build import build as run_build
     from llmc.aot.model_source import resolve_model_dir
@@ -38,7 +40,7 @@ def build(model, target, out, dtype, max_batch_size, max_seq_len, kv_block_size,
     config = BuildConfig(
         target=target, dtype=dtype, max_batch_size=max_batch_size, max_seq_len=max_seq_len,
         kv_block_size=kv_block_size, max_num_batched_tokens=max_num_batched_tokens,
-        op_priority=parse_op_priority(op_priority), quantize=quantize,
+        op_priority=parse_op_priority(op_priority), quantize=quantize, tensor_parallel_size=tensor_parallel_size,
     )
     start = time.perf_counter()
     result = run_build(model, out, config, progress=_progress(), use_cache=not no_cache)
@@ -46,13 +48,19 @@ def build(model, target, out, dtype, max_batch_size, max_seq_len, kv_block_size,
     m = manifest["model"]
     click.echo(
         f"built {out} for {manifest['target']['name']} in {time.perf_counter() - start:.1f} s: "
-        f"{m['architecture']} {m['dtype']}, {m['num_layers']} layers, {len(result.plans)} plans, "
+        f"{m['architecture']} {m['dtype']}, {m['num_layers']} layers, "
+        f"{_ranks(manifest)}{len(result.plans)} plans, "
         f"{result.kernels_compiled} kernels compiled, {result.kernels_cached} from the cache"
     )
     click.echo(f"root digest {manifest['root_digest']}")
     if result.from_cache:
         click.echo(f"from the bundle cache (build key {manifest['build_key'][:16]}…); --no-cache builds every stage again")
     _warn_if_clamped(click.get_current_context(), max_seq_len, manifest)
+
+
+def _ranks(manifest: dict) -> str:
+    size = manifest.get("parallel", {}).get("tensor_parallel_size", 1)
+    return f"weights split across {size} ranks, " if size > 1 else ""
 
 
 def _warn_if_clamped(ctx: click.Context, asked: int, manifest: dict) -> None:

@@ -1,11 +1,11 @@
-"""Sampling the next token: greedy argmax, or temperature / top-k / top-p with a given uniform draw.
+"""Sampling the next token: greedy argmax, or temperature / top-k / top-p / min-p with a given uniform draw.
 
 One program per row, in blocked passes over the vocabulary, without sorting. With
 e = exp((logits - max) / temperature) (softmax before the division by its sum), the kept set of
 the native op is {e >= threshold}, where the threshold is the largest value x with
-    count(e >= x) >= top_k   or   mass(e >= x) >= top_p * sum(e)
-(x <= the k-th largest, or x <= the top-p cut; the larger of the two cuts wins). Both sides are
-monotone in x, so the kernel searches the float32 bit patterns of x (ordered like the values for
+    count(e >= x) >= top_k   or   mass(e >= x) >= top_p * sum(e)   or   x <= min_p
+(x <= the k-th largest, or x <= the top-p cut, or x <= min_p * max(e) = min_p: the largest of the
+cuts wins). Every side is monotone in x, so the kernel searches the float32 bit patterns of x (ordered like the values for
 x >= 0), testing SPLIT candidates per pass: exact in about 30 / log2(SPLIT + 1) passes. The token
 is then the first index whose running kept mass exceeds uniform * (kept total).
 """
@@ -21,7 +21,7 @@ from llmc.kernels.targets import GPU_TARGETS
 @triton.jit
 def sample_kernel(
     # pointers
-    logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, uniform_ptr, out_ptr,
+    logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, min_p_ptr, uniform_ptr, out_ptr,
     # sizes
     vocab, stride_logits,
     # meta-parameters
@@ -53,15 +53,17 @@ def sample_kernel(
         # a cut that is off asks for more than there is: more tokens than vocab, more mass than total
         k = tl.load(top_k_ptr + row)
         top_p = tl.load(top_p_ptr + row)
+        min_p = tl.load(min_p_ptr + row)
         use_k = (k > 0) & (k < vocab)
         use_p = top_p < 1.0
+        use_min_p = min_p > 0.0
         k = tl.where(use_k, k, vocab + 1)
         mass_needed = tl.where(use_p, top_p * total, float("inf"))
         lo = tl.zeros([1], tl.int64)  # e >= 0.0: every token, holding all the mass
         hi = tl.full([1], 0x3F800001, tl.int64)  # just above e = 1.0, the maximum
         lo_mass = tl.zeros([1], tl.float32) + total
         split = tl.arange(0, SPLIT)
-        if use_k | use_p:
+        if use_k | use_p | use_min_p:
             while tl.max(hi - lo, 0) > 1:
                 cand = lo + (hi - lo) * (split + 1) // (SPLIT + 1)  # [SPLIT], in [lo, hi)
                 x_cand = cand.to(tl.int32).to(tl.float32, bitcast=True)
@@ -74,7 +76,7 @@ def sample_kernel(
                     ge = e[None, :] >= x_cand[:, None]  # [SPLIT, BLOCK]
                     count += tl.sum(ge.to(tl.int32), 1)
                     mass += tl.sum(tl.where(ge, e[None, :], 0.0), 1)
-                holds = (count >= k) | (mass >= mass_needed)
+                holds = (count >= k) | (mass >= mass_needed) | (x_cand <= min_p)
                 lo = tl.max(tl.where(holds, cand, lo), 0, keep_dims=True)
                 lo_mass = tl.min(tl.where(holds, mass, lo_mass), 0, keep_dims=True)
                 hi = tl.min(tl.where(holds, hi, cand), 0, keep_dims=True)
@@ -99,16 +101,16 @@ def sample_kernel(
 
 @OPS["sample"].register_impl(
     "triton", targets=GPU_TARGETS, launches=True,
-    supports_args=lambda logits, temperature, top_k, top_p, uniform: logits.dim() == 2 and logits.stride(1) == 1
+    supports_args=lambda logits, temperature, top_k, top_p, min_p, uniform: logits.dim() == 2 and logits.stride(1) == 1
     and logits.shape[1] < 2**31 - 1,
 )
-def sample_triton(logits, temperature, top_k, top_p, uniform):
+def sample_triton(logits, temperature, top_k, top_p, min_p, uniform):
     # grid (rows,); blocks of 1024 logits, 4 threshold candidates per search pass (13 passes at most)
     return [
         Launch(
             sample_kernel,
             grid=(logits.shape[0],),
-            args=(logits, temperature, top_k, top_p, uniform, Out(0), logits.shape[1], logits.stride(0)),
+            args=(logits, temperature, top_k, top_p, min_p, uniform, Out(0), logits.shape[1], logits.stride(0)),
             constexprs={"BLOCK": 1024, "SPLIT": 4},
             num_warps=8,
         )

@@ -84,6 +84,8 @@ class BlockManager:
 
     def _shared_prefix(self, seq: Sequence) -> list[int]:
         limit = (seq.num_tokens - 1) // self.block_size  # full blocks before the last token
+        if seq.prompt_logprob_positions(0, seq.num_tokens):  # each prompt position's logits are wanted
+            return []
         if self.cache is not None:
             found = []
             for i in range(limit):

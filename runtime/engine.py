@@ -22,12 +22,14 @@ import numpy as np
 from llmc.errors import BundleError, UserError
 
 from .block_manager import BlockManager
+from .logprobs import TokenLogprob, prompt_logprobs
 from .output_processor import OutputProcessor, RequestOutput
 from .runner import Launch, ModelRunner
 from .sampler import RowError, Sampler
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler, SchedulerOutput
 from .sequence import Sequence
+from .tensor_parallel import RankFailed, open_ranks, tensor_parallel_size
 from .tokenizer import Tokenizer
 
 DEVICES = ("auto", "cpu", "cuda", "hip")
@@ -44,6 +46,8 @@ class Completion:
     text: str
     finish_reason: str | None
     index: int = 0  # the sample, for requests with n > 1
+    logprobs: list[TokenLogprob] | None = None  # per output token, when SamplingParams.logprobs is set
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # per prompt token (None for the first)
 
 
 def backend_class(device: str):
@@ -64,6 +68,9 @@ def backend_class(device: str):
 
 
 def open_backend(bundle, device: str, **options):
+    """The bundle's backend; for a tensor-parallel bundle, rank 0's, with ranks 1..N-1 in processes of their own."""
+    if tensor_parallel_size(bundle.manifest) > 1:
+        return open_ranks(bundle, device, backend_class(device), **options)
     return backend_class(device).open(bundle, **options)
 
 
@@ -84,7 +91,12 @@ class Engine:
             eos_token_ids=frozenset(manifest["model"]["eos_token_ids"]),
         )
         plans = {name: bundle.plan(name) for name in bundle.plans()}
-        self.runner = ModelRunner(backend, plans, block_size, Sampler(self.vocab_size))
+        self.scheduler.max_num_logits = max((p["num_logits"] for p in plans.values() if p["kind"] == "prefill"),
+                                            default=None)
+        self._has_logprobs = all("token_logprobs" in p.get("outputs", ()) for p in plans.values())
+        self.sampler = Sampler(self.vocab_size, manifest["model"]["eos_token_ids"])
+        self.runner = ModelRunner(backend, plans, block_size, self.sampler)
+        self._grammars = None  # GrammarCompiler, made for the first request with structured output
         self.outputs = OutputProcessor(self.tokenizer.decode)
         self._ids = itertools.count()
         self._seeds = np.random.default_rng(0)
@@ -157,6 +169,10 @@ class Engine:
         if request_id in self._by_request:
             raise UserError(f"request id {request_id!r} is already in use")
         ids = self._prompt_ids(prompt)
+        if (params.logprobs is not None or params.prompt_logprobs is not None) and not self._has_logprobs:
+            raise UserError("this bundle's plans return no log probabilities: rebuild it with this llmc for logprobs")
+        self._check_logit_bias(params)
+        matcher = self._matcher(params)
         seed = params.seed if params.seed is not None else int(self._seeds.integers(2**63))
         first = Sequence(next(self._ids), request_id, ids, params, seed=seed)
         self.scheduler.check_admissible(first)
@@ -164,8 +180,29 @@ class Engine:
                                    parent=first) for i in range(1, params.n)]
         self._by_request[request_id] = seqs
         for seq in seqs:
+            if matcher is not None:
+                self.sampler.constrain(seq, matcher if seq is first else matcher.copy())
             self.outputs.add(seq)
             self.scheduler.add(seq)
+
+    def _check_logit_bias(self, params: SamplingParams) -> None:
+        bad = [token for token, _ in params.logit_bias if token >= self.vocab_size]
+        if bad:
+            raise UserError(f"logit_bias token id {bad[0]} is outside the vocabulary (0..{self.vocab_size - 1})")
+
+    def _matcher(self, params: SamplingParams):
+        """The compiled grammar of the request's structured output, or None."""
+        if params.structured_output is None:
+            return None
+        if self._grammars is None:
+            from .structured_output import GrammarCompiler
+
+            path = self.bundle.path / "tokenizer" / "tokenizer.json"
+            if not path.is_file():
+                raise UserError("structured output needs the bundle's tokenizer.json, which this bundle lacks")
+            self._grammars = GrammarCompiler(path.read_text(), self.vocab_size,
+                                             tuple(self.bundle.manifest["model"]["eos_token_ids"]))
+        return self._grammars.matcher(params.structured_output)
 
     def abort(self, request_id: str) -> None:
         for seq in self._by_request.pop(request_id, []):
@@ -189,6 +226,8 @@ class Engine:
     # -- one step ---------------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
+        if self._inflight is not None and any(s.params.reads_output_tokens for s in self.scheduler.running):
+            self._drain()  # penalties and grammars need the tokens in flight: no overlap while they run
         results, self._ready = self._ready, []
         out = self.scheduler.schedule()
         launched = self._launch(out, results) if out is not None else None
@@ -203,6 +242,8 @@ class Engine:
     def _launch(self, out: SchedulerOutput, results: list) -> tuple[SchedulerOutput, Launch] | None:
         try:
             return out, self.runner.launch(out)
+        except RankFailed:  # the ranks are gone: nothing can run any more
+            raise
         except RowError as e:  # fail the culprits; the others run next step
             self._unschedule(out)
             for seq in e.seqs:
@@ -238,18 +279,29 @@ class Engine:
     def _finish_step(self, out: SchedulerOutput, launch: Launch) -> list[RequestOutput]:
         try:
             tokens = self.runner.wait(launch)
+        except RankFailed:
+            raise
         except Exception as e:
             log.exception("a step of %d requests failed on the device", len(out.seqs))
             return [self._fail(seq, f"{type(e).__name__}: {e}") for seq in out.seqs if not seq.is_finished]
         stopped = set(map(id, self.scheduler.postprocess(out, tokens)))
+        for seq in out.seqs:
+            seq.prompt_logprobs += launch.prompt_logprobs.get(seq.seq_id, ())
         results = []
         for seq, token, index in zip(out.seqs, tokens, out.sample_indices):
             if token is None or (seq.is_finished and id(seq) not in stopped):
                 continue  # no sample, or the request ended while this step ran
+            broken = self.sampler.accept(seq, token)
+            if broken is not None:
+                results.append(self._fail(seq, broken))
+                continue
             try:
                 if self.outputs.append(seq, token):
                     self.scheduler.finish(seq, "stop")
-                results.append(self.outputs.output(seq, [token], index + 1))
+                logprob = launch.logprobs.get(seq.seq_id)
+                if logprob is not None:
+                    seq.logprobs.append(logprob)
+                results.append(self.outputs.output(seq, [token], index + 1, logprob=logprob))
             except Exception as e:  # detokenizing this request failed: fail it alone
                 log.exception("output processing of request %s failed", seq.request_id)
                 results.append(self._fail(seq, f"{type(e).__name__}: {e}"))
@@ -292,7 +344,8 @@ class Engine:
             rid, message = next(iter(errors.items()))
             raise UserError(f"request {rid} failed: {message}")
         return [Completion(s.request_id, s.prompt_token_ids, list(s.output_token_ids), texts[s.request_id, s.index],
-                           s.finish_reason, s.index) for s in seqs]
+                           s.finish_reason, s.index, s.logprobs if s.params.logprobs is not None else None,
+                           prompt_logprobs(s)) for s in seqs]
 
     def score(self, token_ids: list[int]) -> np.ndarray:
         """float32 logits [len(token_ids), vocab]: row i predicts the token after position i."""

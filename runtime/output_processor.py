@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from .logprobs import prompt_logprobs
 from .sequence import Sequence
 from .stop import StopChecker
 
@@ -22,6 +23,8 @@ class RequestOutput(NamedTuple):
     num_output_tokens: int
     error: str | None = None  # why the request failed (finish_reason "error")
     index: int = 0  # which sample of the request (SamplingParams.n)
+    logprobs: list | None = None  # TokenLogprob of each new token (SamplingParams.logprobs)
+    prompt_logprobs: list | None = None  # with the first token: per prompt token, None for the first
 
 
 class OutputProcessor:
@@ -44,13 +47,14 @@ class OutputProcessor:
         return self._text[seq.seq_id].append(token_id)
 
     def output(self, seq: Sequence, new_token_ids: list[int], num_outputs: int | None = None,
-               error: str | None = None) -> RequestOutput:
+               error: str | None = None, logprob=None) -> RequestOutput:
         """What the step returns for `seq` with `num_outputs` tokens known so far; forgets a finished request."""
         if num_outputs is None:
             num_outputs = len(seq.output_token_ids)
         text = self._text[seq.seq_id].delta(finished=seq.is_finished) if seq.seq_id in self._text else ""
         out = RequestOutput(seq.request_id, new_token_ids, text, seq.is_finished, seq.finish_reason,
-                            seq.num_prompt_tokens, num_outputs, error, seq.index)
+                            seq.num_prompt_tokens, num_outputs, error, seq.index,
+                            None if logprob is None else [logprob], prompt_logprobs(seq) if num_outputs == 1 else None)
         if seq.is_finished:
             self.remove(seq)
         return out

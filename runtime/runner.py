@@ -11,29 +11,38 @@ for each such input row, the row of the previous launch's `next_tokens` that hol
 
 The backend protocol: `inputs(plan_name)` (dict of writable numpy arrays for the next launch),
 `launch(plan_name, feed, want_logits)` (enqueue; `feed` is a list of (input row, previous row)),
-`wait(handle)` (next_tokens int32 [R], logits float32 [R, V] or None).
+`wait(handle)` (next_tokens int32 [R], logits float32 [R, V] or None). When a row asks for log
+probabilities, `launch` also gets `want_logprobs=True` and `wait` adds the plan's three logprobs
+outputs; rows of prompt positions (prompt logprobs) follow the sampled rows and sample nothing used.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from llmc.errors import LlmcError
 
+from .logprobs import row_entry
 from .sampler import Sampler
 from .scheduler import SchedulerOutput
 from .sequence import PENDING
 
 PADS = {"input_ids": 0, "positions": 0, "slot_mapping": -1, "seq_lens": 0, "logits_indices": 0,
-        "temperature": 0.0, "top_k": 0, "top_p": 1.0, "uniform": 0.0}
+        "temperature": 0.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "uniform": 0.0,
+        "logit_edit_index": -1, "logit_edit_values": 0.0, "bitmask_on": 0, "logprob_token_ids": -1, "num_logprobs": -1}
+SAMPLING_INPUTS = ("temperature", "top_k", "top_p", "min_p", "uniform")
 
 
 @dataclass
 class Launch:
     handle: object
     rows: list[int]  # per scheduled sequence: its logits row, or -1
+    sampled: list | None = None  # when a row asked for logprobs: the sequence of each sampled row
+    prompt_rows: list = field(default_factory=list)  # (seq, prompt positions, first row) of prompt logprob rows
+    logprobs: dict = field(default_factory=dict)  # after wait: seq_id -> TokenLogprob of its sampled token
+    prompt_logprobs: dict = field(default_factory=dict)  # after wait: seq_id -> [TokenLogprob] of its positions
 
 
 class ModelRunner:
@@ -60,10 +69,11 @@ class ModelRunner:
         seqs, counts, starts = out.seqs, out.num_new_tokens, out.starts
         bs = self.block_size
         ids, positions, slots, seq_lens, query_start, feed = [], [], [], [], [0], []
-        logits_indices, sampled, indices, rows = [], [], [], []
+        logits_indices, sampled, indices, rows, firsts = [], [], [], [], []
         last_rows = self._last_rows
         for seq, n, start, index in zip(seqs, counts, starts, out.sample_indices):
             table = seq.block_table
+            firsts.append(len(ids))
             if n == 1:
                 token = seq.token_at(start)
                 if token == PENDING:
@@ -86,8 +96,15 @@ class ModelRunner:
                 indices.append(index)
             else:
                 rows.append(-1)
+        prompt_rows = []  # after the sampled rows: one row per prompt position whose logprob is asked for
+        for seq, n, start, first in zip(seqs, counts, starts, firsts):
+            span = seq.prompt_logprob_positions(start, start + n)
+            if span:
+                prompt_rows.append((seq, span, len(logits_indices)))
+                logits_indices += [first + p - start for p in span]
         plan = self.pick(out.is_prefill, len(ids), len(seqs), len(logits_indices))
-        temperature, top_k, top_p, uniform = self.sampler.rows(sampled, indices)
+        edits = plan["inputs"].get("logit_edit_index")
+        sampling = self.sampler.rows(sampled, indices, edits["shape"][0] if edits else None)
         v = self.backend.inputs(plan["name"])
         self._put(v, "input_ids", ids)
         self._put(v, "positions", positions)
@@ -97,23 +114,61 @@ class ModelRunner:
         qsl[: len(query_start)] = query_start
         qsl[len(query_start):] = len(ids)
         self._put(v, "logits_indices", logits_indices)
-        self._put(v, "temperature", temperature)
-        self._put(v, "top_k", top_k)
-        self._put(v, "top_p", top_p)
-        self._put(v, "uniform", uniform)
+        self._put_rows(v, sampling, len(sampled))
         self._put_tables(v["block_tables"], seqs)
-        handle = self.backend.launch(plan["name"], feed, False)
+        asked = self._put_logprob_rows(v, sampled, prompt_rows)
+        handle = self.backend.launch(plan["name"], feed, False, **({"want_logprobs": True} if asked else {}))
         self._last_rows = {seq.seq_id: row for seq, row in zip(sampled, range(len(sampled)))}
-        return Launch(handle, rows)
+        for seq, span, _ in prompt_rows:
+            seq.num_prompt_logprobs = span.stop
+        return Launch(handle, rows, sampled if asked else None, prompt_rows)
 
     def wait(self, launch: Launch) -> list[int | None]:
-        tokens, _ = self.backend.wait(launch.handle)
-        values = tokens.tolist()
+        """The token sampled for each scheduled sequence (None: no sample); fills the launch's logprobs."""
+        result = self.backend.wait(launch.handle)
+        values = result[0].tolist()
+        if launch.sampled is not None:
+            arrays = result[2]
+            for row, seq in enumerate(launch.sampled):
+                if seq.params.logprobs is not None:
+                    launch.logprobs[seq.seq_id] = row_entry(arrays, row, values[row], seq.params.logprobs)
+            for seq, span, first in launch.prompt_rows:
+                top, prompt = seq.params.prompt_logprobs, seq.prompt_token_ids
+                launch.prompt_logprobs[seq.seq_id] = [row_entry(arrays, first + j, prompt[p + 1], top)
+                                                      for j, p in enumerate(span)]
         return [values[r] if r >= 0 else None for r in launch.rows]
 
-    def _put(self, v: dict, key: str, values: list) -> None:
+    def _put_logprob_rows(self, v: dict, sampled: list, prompt_rows: list) -> bool:
+        """Each row's logprob target (-1: the sampled token) and top count (-1: none); whether any row asks."""
+        if "num_logprobs" not in v:  # an older bundle: the engine refuses logprobs requests
+            return False
+        targets = [-1] * len(sampled)
+        counts = [-1 if seq.params.logprobs is None else seq.params.logprobs for seq in sampled]
+        for seq, span, _ in prompt_rows:
+            targets += seq.prompt_token_ids[span.start + 1 : span.stop + 1]
+            counts += [seq.params.prompt_logprobs] * len(span)
+        self._put(v, "logprob_token_ids", targets)
+        self._put(v, "num_logprobs", counts)
+        return any(c >= 0 for c in counts)
+
+    def _put_rows(self, v: dict, rows, num_rows: int) -> None:
+        """The sampling inputs; a plan without logit edit inputs (an older bundle) has none to write."""
+        for key in SAMPLING_INPUTS:
+            if key in v:
+                self._put(v, key, getattr(rows, key))
+        if "logit_edit_index" in v:
+            self._put(v, "logit_edit_index", rows.edit_index)
+            self._put(v, "logit_edit_values", rows.edit_values)
+        if "bitmask_on" in v:
+            on = [0] * num_rows
+            for row, matcher in rows.masks:
+                matcher.fill_bitmask(v["allowed_bitmask"][row])
+                on[row] = 1
+            self._put(v, "bitmask_on", on)
+
+    def _put(self, v: dict, key: str, values) -> None:
         array = v[key]
-        n, prev = len(values), self._extent.get(id(array), 0)
+        n, prev = len(values), self._extent.get(id(array), len(array))  # first use: pad it all
         array[:n] = values
         if prev > n:
             array[n:prev] = PADS[key]
@@ -153,8 +208,11 @@ class ModelRunner:
         v["query_start_loc"][0] = 0
         v["query_start_loc"][1:] = count
         self._put(v, "logits_indices", list(range(count)))
-        for key in ("temperature", "top_k", "top_p", "uniform"):
-            self._put(v, key, [PADS[key]] * count)
+        self._put_rows(v, self.sampler.rows([], [], 0), 0)
+        self._put_logprob_rows(v, [], [])
+        for key in SAMPLING_INPUTS:
+            if key in v:
+                self._put(v, key, [PADS[key]] * count)
         self._put_tables(v["block_tables"], [seq])
         self._last_rows = {}
         _, logits = self.backend.wait(self.backend.launch(plan["name"], [], True))

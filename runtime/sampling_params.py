@@ -5,7 +5,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llmc.artifacts.plan_schema import MAX_LOGPROBS
 from llmc.errors import UserError
+
+from .structured_output import Constraint
 
 
 INT32_MAX = 2**31 - 1
@@ -13,6 +16,10 @@ MIN_TEMPERATURE = 1e-5  # below it logits / temperature overflows float32; use 0
 MAX_TEMPERATURE = 1e6
 MAX_STOPS = 64
 MAX_STOP_CHARS = 1024
+MAX_PENALTY = 2.0  # presence and frequency penalties, as OpenAI bounds them
+MAX_REPETITION_PENALTY = 1e6
+MAX_LOGIT_BIAS = 100.0
+MAX_LOGIT_BIAS_ENTRIES = 1024
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,15 @@ class SamplingParams:
     ignore_eos: bool = False
     n: int = 1  # samples of the prompt; sample i draws with seed + i (see Sequence)
     include_stop_str_in_output: bool = False  # the text ends after the stop string, not before it
+    presence_penalty: float = 0.0  # subtracted from the logit of each token already in the output
+    frequency_penalty: float = 0.0  # subtracted once per occurrence in the output
+    repetition_penalty: float = 1.0  # divides positive / multiplies negative logits of prompt and output tokens
+    min_p: float = 0.0  # keeps tokens at least min_p times as likely as the likeliest
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit), sorted; a dict is accepted
+    min_tokens: int = 0  # EOS and stop_token_ids are banned until this many tokens are out
+    structured_output: Constraint | None = None  # what the output must match (its mask applied on the device)
+    logprobs: int | None = None  # per generated token: its logprob and this many top ones (0: its own only)
+    prompt_logprobs: int | None = None  # the same per prompt token after the first
 
     def __post_init__(self):
         if self.top_k == -1:
@@ -69,10 +85,62 @@ class SamplingParams:
             raise UserError(f"ignore_eos must be true or false, got {self.ignore_eos!r}")
         if not isinstance(self.include_stop_str_in_output, (bool, np.bool_)):
             raise UserError(f"include_stop_str_in_output must be true or false, got {self.include_stop_str_in_output!r}")
+        for field in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, field)
+            if value is not None:
+                _check_int(field, value)
+                if not 0 <= value <= MAX_LOGPROBS:
+                    raise UserError(f"{field} must be in [0, {MAX_LOGPROBS}], got {value}")
+        if self.prompt_logprobs is not None and self.n > 1:
+            raise UserError("prompt_logprobs (echo) takes n = 1; send the samples as separate requests")
+        self._check_logit_processing()
+
+    def _check_logit_processing(self) -> None:
+        for field in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, field)
+            _check_number(field, value)
+            if not -MAX_PENALTY <= value <= MAX_PENALTY:
+                raise UserError(f"{field} must be in [-{MAX_PENALTY:g}, {MAX_PENALTY:g}], got {value}")
+        _check_number("repetition_penalty", self.repetition_penalty)
+        if not (0 < self.repetition_penalty <= MAX_REPETITION_PENALTY and np.float32(self.repetition_penalty) > 0):
+            raise UserError(f"repetition_penalty must be in (0, {MAX_REPETITION_PENALTY:g}] (1: off), "
+                            f"got {self.repetition_penalty}")
+        _check_number("min_p", self.min_p)
+        if not 0 <= self.min_p <= 1:
+            raise UserError(f"min_p must be in [0, 1], got {self.min_p}")
+        bias = self.logit_bias.items() if isinstance(self.logit_bias, dict) else self.logit_bias
+        try:
+            bias = tuple(sorted((token, value) for token, value in bias))
+        except (TypeError, ValueError):
+            raise UserError("logit_bias must map token ids to numbers") from None
+        if len(bias) > MAX_LOGIT_BIAS_ENTRIES:
+            raise UserError(f"logit_bias takes at most {MAX_LOGIT_BIAS_ENTRIES} tokens, got {len(bias)}")
+        for token, value in bias:
+            _check_int("logit_bias", token)
+            _check_number("logit_bias", value)
+            if not 0 <= token <= INT32_MAX:
+                raise UserError(f"logit_bias token ids must be in [0, {INT32_MAX}], got {token}")
+            if not -MAX_LOGIT_BIAS <= value <= MAX_LOGIT_BIAS:
+                raise UserError(f"logit_bias values must be in [-{MAX_LOGIT_BIAS:g}, {MAX_LOGIT_BIAS:g}], "
+                                f"got {value} for token {token}")
+        if len({token for token, _ in bias}) != len(bias):
+            raise UserError("logit_bias names a token id twice")
+        object.__setattr__(self, "logit_bias", bias)
+        _check_int("min_tokens", self.min_tokens)
+        if not 0 <= self.min_tokens <= self.max_tokens:
+            raise UserError(f"min_tokens must be in [0, max_tokens ({self.max_tokens})], got {self.min_tokens}")
+        if self.structured_output is not None and not isinstance(self.structured_output, Constraint):
+            raise UserError("structured_output must be a Constraint")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @property
+    def reads_output_tokens(self) -> bool:
+        """The logits of its next token depend on the values of its earlier output tokens."""
+        return (self.structured_output is not None or self.repetition_penalty != 1 or self.presence_penalty != 0
+                or self.frequency_penalty != 0)
 
 
 def uniform_draw(seed: int, index: int) -> float:

@@ -39,6 +39,7 @@ class SchedulerOutput:
     starts: list[int] = field(default_factory=list)  # position of each sequence's first new token
     samples: list[bool] = field(default_factory=list)  # whether the step samples the sequence's next token
     sample_indices: list[int] = field(default_factory=list)  # index in output_token_ids it fills, or -1
+    num_logits: int = 0  # logits rows: one per sample, one per prompt position whose logprob is asked for
 
     @property
     def num_batched_tokens(self) -> int:
@@ -53,6 +54,7 @@ class Scheduler:
         max_num_batched_tokens: int,
         max_model_len: int,
         eos_token_ids: set[int] = frozenset(),
+        max_num_logits: int | None = None,
     ):
         if max_num_seqs < 1:
             raise UserError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
@@ -67,6 +69,7 @@ class Scheduler:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_model_len = max_model_len
         self.eos_token_ids = frozenset(eos_token_ids)
+        self.max_num_logits = max_num_logits  # logits rows a step can have (the largest plan's)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # in admission order
         self.held: list[Sequence] = []  # blocks lent outside batching (scoring)
@@ -144,12 +147,16 @@ class Scheduler:
             start = seq.num_computed_tokens
             left = seq.num_tokens - start
             if start == 0 or left > 1:  # prefill: its blocks came with admission
-                self._add(out, seq, start, min(left, budget))
-                budget -= min(left, budget)
+                take = self._fit(out, seq, start, min(left, budget))
+                if take:
+                    self._add(out, seq, start, take)
+                    budget -= take
                 continue
             n_out = len(seq.output_token_ids)
             if n_out >= seq.params.max_tokens or len(seq.prompt_token_ids) + n_out >= max_len:
                 continue  # its token in flight is its last
+            if not self._fit(out, seq, start, 1):
+                continue
             if start >= len(seq.block_table) * block_size and not self._make_room(seq, 1):
                 continue
             self._add(out, seq, start, 1)
@@ -172,7 +179,9 @@ class Scheduler:
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
             start = seq.num_computed_tokens  # after the blocks it shares
-            num_new = min(seq.num_tokens - start, budget)
+            num_new = self._fit(out, seq, start, min(seq.num_tokens - start, budget))
+            if not num_new:  # no logits row left this step: it runs from the next one
+                break
             self._add(out, seq, start, num_new)
             budget -= num_new
         return budget
@@ -205,8 +214,20 @@ class Scheduler:
         seq.num_preemptions += 1
         self.num_preemptions += 1
 
+    def _fit(self, out: SchedulerOutput, seq: Sequence, start: int, num_new: int) -> int:
+        """The most of `num_new` tokens whose logits rows still fit in the step (prompt logprobs take one
+        row per prompt position, so such a prefill is chunked by rows as well as by tokens)."""
+        if self.max_num_logits is None:
+            return num_new
+        room = self.max_num_logits - out.num_logits
+        while num_new > 0 and _rows(seq, start, num_new) > room:
+            span = seq.prompt_logprob_positions(start, start + num_new)
+            num_new = min(num_new - 1, max(0, span.start - start + room)) if span else num_new - 1
+        return num_new
+
     @staticmethod
     def _add(out: SchedulerOutput, seq: Sequence, start: int, num_new: int) -> None:
+        out.num_logits += _rows(seq, start, num_new)
         out.seqs.append(seq)
         out.num_new_tokens.append(num_new)
         out.starts.append(start)
@@ -265,3 +286,8 @@ class Scheduler:
             seq.output_token_ids.pop()
         seq.status = SequenceStatus.FINISHED
         seq.finish_reason = reason
+
+
+def _rows(seq: Sequence, start: int, num_new: int) -> int:
+    """Logits rows of `num_new` tokens of `seq` from `start`: its prompt logprob positions, and its sample."""
+    return len(seq.prompt_logprob_positions(start, start + num_new)) + (start + num_new == seq.num_tokens)

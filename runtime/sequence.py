@@ -56,6 +56,9 @@ class Sequence:
         self.num_cached_tokens = 0  # prompt tokens found in the prefix cache at admission
         self.num_preemptions = 0
         self.finish_reason: str | None = None  # "stop" | "length" | "abort" | "error"
+        self.num_prompt_logprobs = 0  # prompt positions whose logprob rows a step has launched
+        self.prompt_logprobs: list = []  # TokenLogprob of prompt tokens 1, 2, ... as steps return them
+        self.logprobs: list = []  # TokenLogprob of each output token (SamplingParams.logprobs)
 
     @property
     def token_ids(self) -> list[int]:
@@ -73,6 +76,13 @@ class Sequence:
     def token_at(self, position: int) -> int:
         n = len(self.prompt_token_ids)
         return self.prompt_token_ids[position] if position < n else self.output_token_ids[position - n]
+
+    def prompt_logprob_positions(self, start: int, end: int) -> range:
+        """Positions in [start, end) whose logits give a prompt logprob still wanted (position p predicts
+        prompt token p + 1); the first sample of a request reports them, once, even if recomputed."""
+        if self.params.prompt_logprobs is None or self.index:
+            return range(0)
+        return range(max(start, self.num_prompt_logprobs), min(end, len(self.prompt_token_ids) - 1))
 
     @property
     def num_tokens(self) -> int:

@@ -82,12 +82,16 @@ class TokenMatcher:
 
     def __init__(self, matcher, vocab_size: int):
         self._matcher = matcher
-        self.words = bitmask_words(vocab_size)
+        self.vocab_size, self.words = vocab_size, bitmask_words(vocab_size)
 
     def fill_bitmask(self, row: np.ndarray) -> None:
         """Writes the allowed-token bitmask into `row` (int32, `words` long, contiguous)."""
         assert row.dtype == np.int32 and row.shape == (self.words,) and row.flags["C_CONTIGUOUS"]
         self._matcher.unsafe_compute_mask_ptr(row.ctypes.data, row.nbytes)
+
+    def copy(self) -> TokenMatcher:
+        """An independent matcher in the same state (one per sample of a request)."""
+        return TokenMatcher(self._matcher.deep_copy(), self.vocab_size)
 
     def accept(self, token: int) -> bool:
         """False when the token breaks the constraint (it was not in the last mask)."""

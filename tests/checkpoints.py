@@ -60,11 +60,11 @@ FAMILIES = {
 }
 
 
-def make_checkpoint(family: str, out: Path, dtype: torch.dtype = torch.float32, seed: int = 0) -> Path:
+def make_checkpoint(family: str, out: Path, dtype: torch.dtype = torch.float32, seed: int = 0, **overrides) -> Path:
     import transformers
 
     config_name, extra = FAMILIES[family]
-    config = getattr(transformers, config_name)(**{**TINY, **extra})
+    config = getattr(transformers, config_name)(**{**TINY, **extra, **overrides})
     config.eos_token_id = 2
     config.bos_token_id = 1
     torch.manual_seed(seed)
@@ -94,3 +94,16 @@ def write_tokenizer(out: Path, vocab_size: int) -> None:
     (out / "tokenizer_config.json").write_text(json.dumps({
         "bos_token": "<s>", "eos_token": "</s>", "chat_template": template, "name_or_path": str(out),
     }))
+
+
+def llama_of_layers(out: Path, layers: int) -> Path:
+    """A Llama of `layers` layers, each about 12 MB in float32: builds of two sizes show memory growth."""
+    import transformers
+
+    config = transformers.LlamaConfig(hidden_size=512, intermediate_size=1536, num_hidden_layers=layers, num_attention_heads=8,
+                                      num_key_value_heads=8, vocab_size=4096, max_position_embeddings=256,
+                                      tie_word_embeddings=False)
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(out)
+    write_tokenizer(out, config.vocab_size)
+    return out

@@ -23,7 +23,7 @@ def family(request, tmp_path_factory):
     model_dir = make_checkpoint(request.param, root / "hf")
     out = root / "bundle"
     build(model_dir, out, BuildConfig(target="cpu", dtype="float32", max_batch_size=8, max_seq_len=96, max_num_batched_tokens=32))
-    hf = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
     return request.param, Engine.load(out), hf
 
 

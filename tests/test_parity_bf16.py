@@ -23,7 +23,9 @@ def family(request, tmp_path_factory):
     model_dir = make_checkpoint(request.param, root / "hf")
     build(model_dir, root / "bundle", BuildConfig(target="cpu", dtype="bfloat16", max_batch_size=4, max_seq_len=64,
                                                   max_num_batched_tokens=32))
-    load = transformers.AutoModelForCausalLM.from_pretrained
+    def load(path, **kwargs):  # eager attention: the reference semantics (sdpa drops Gemma-2's soft-cap in some versions)
+        return transformers.AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager", **kwargs)
+
     return request.param, Engine.load(root / "bundle"), load(model_dir), load(model_dir, dtype=torch.bfloat16)
 
 

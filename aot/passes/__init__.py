@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.fx
 
-from . import fp8_linears, fuse_add_norm, fuse_linear_prologue, fuse_rope_cache, merge_linears
+from . import fp8_linears, fuse_add_norm, fuse_all_reduce_norm, fuse_linear_prologue, fuse_rope_cache, merge_linears
 from .dce import eliminate_dead_code
 from .rewrite import PassContext, Rule, apply_rules
 
@@ -14,6 +14,7 @@ STAGES: list[tuple[str, list[Rule]]] = [
     ("merge_linears", merge_linears.RULES + fp8_linears.MERGE),
     ("fuse_rope_cache", fuse_rope_cache.RULES),
     ("fuse_linear_prologue", fuse_linear_prologue.RULES + fp8_linears.PROLOGUE),
+    ("fuse_all_reduce_norm", fuse_all_reduce_norm.RULES),
 ]
 
 

@@ -10,28 +10,31 @@ from __future__ import annotations
 import numpy as np
 
 from llmc.artifacts.manifest import DTYPES
+from llmc.artifacts.plan_schema import LOGPROB_OUTPUTS
 from llmc.errors import BundleError
 
 CPU_KV_BYTES = 2 << 30  # the default KV pool on the cpu backend
 
-PADS = {"slot_mapping": -1, "top_p": 1.0}  # FORMAT.md's padding; every other input pads with 0
+# FORMAT.md's padding; every other input pads with 0
+PADS = {"slot_mapping": -1, "top_p": 1.0, "logprob_token_ids": -1, "num_logprobs": -1}
 
 
 class CpuBackend:
     name = "cpu"
 
-    def __init__(self, bundle, num_kv_blocks: int):
+    def __init__(self, bundle, num_kv_blocks: int, rank: int = 0):
         import safetensors.torch
         import torch
 
         import llmc.aot.ir  # noqa: F401  (registers the ops)
         from llmc.aot.ir import OPS
+        from llmc.runtime.tensor_parallel.layout import weight_files
 
         self.torch, self.ops = torch, OPS
         self.bundle = bundle
         manifest = bundle.manifest
         self.weights = {}
-        for rel in sorted(f for f in manifest["files"] if f.startswith("weights/")):
+        for rel in weight_files(manifest, rank):  # rank r of a tensor-parallel bundle: weights/rank{r}/
             self.weights.update(safetensors.torch.load_file(str(bundle.file(rel))))
         kv = manifest["kv_cache"]
         self.num_kv_blocks = num_kv_blocks
@@ -46,9 +49,11 @@ class CpuBackend:
                              "kv_tokens": num_kv_blocks * kv["block_size"]}
 
     @classmethod
-    def open(cls, bundle, *, num_kv_blocks: int | None = None, kv_cache_bytes: int = CPU_KV_BYTES, **_) -> "CpuBackend":
+    def open(cls, bundle, *, num_kv_blocks: int | None = None, kv_cache_bytes: int = CPU_KV_BYTES, rank: int = 0,
+             **_) -> "CpuBackend":
         """`num_kv_blocks` by default: as many as `kv_cache_bytes` hold, at most what the largest
-        batch at full context can use."""
+        batch at full context can use. `rank`: which rank's weights to load (its collectives run on
+        torch.distributed's default group, which runtime/tensor_parallel/ sets up)."""
         if bundle.manifest["target"]["backend"] != "cpu":
             target = bundle.manifest["target"]["name"]
             raise BundleError(f"bundle built for {target}; the cpu device runs cpu bundles only: rebuild with --target cpu")
@@ -57,7 +62,7 @@ class CpuBackend:
             blocks_per_seq = -(-build["max_seq_len"] // kv["block_size"])
             per_block = 2 * kv["num_layers"] * kv["block_size"] * kv["num_kv_heads"] * kv["head_dim"] * DTYPES[kv["dtype"]]
             num_kv_blocks = max(blocks_per_seq, min(blocks_per_seq * build["max_batch_size"], kv_cache_bytes // per_block))
-        return cls(bundle, num_kv_blocks)
+        return cls(bundle, num_kv_blocks, rank)
 
     def _buffer(self, plan: dict, name: str):
         spec = plan["buffers"][name]
@@ -79,7 +84,7 @@ class CpuBackend:
             return [self._resolve(plan, r, inputs) for r in ref["list"]]
         return ref["const"]
 
-    def run(self, plan: dict, inputs: dict[str, np.ndarray], want_logits: bool):
+    def run(self, plan: dict, inputs: dict[str, np.ndarray], want_logits: bool, want_logprobs: bool = False):
         torch = self.torch
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
         with torch.no_grad():
@@ -91,7 +96,9 @@ class CpuBackend:
                     self._buffer(plan, name).copy_(value)
         tokens = self._buffer(plan, plan["outputs"]["next_tokens"]).numpy().copy()
         logits = self._buffer(plan, plan["outputs"]["logits"]).float().numpy().copy() if want_logits else None
-        return tokens, logits
+        if not want_logprobs:
+            return tokens, logits
+        return tokens, logits, tuple(self._buffer(plan, plan["outputs"][key]).numpy().copy() for key in LOGPROB_OUTPUTS)
 
     # -- the runner's protocol: fill `inputs(plan)` in place, `launch`, `wait` --------------------
 
@@ -104,14 +111,15 @@ class CpuBackend:
             }
         return views
 
-    def launch(self, plan_name: str, feed=(), want_logits: bool = False):
-        """Runs at once (the cpu is its own device); `feed` copies (input row, previous token row)."""
+    def launch(self, plan_name: str, feed=(), want_logits: bool = False, want_logprobs: bool = False):
+        """Runs at once (the cpu is its own device); `feed` copies (input row, previous token row).
+        `wait` gives (next_tokens, logits or None), plus the LOGPROB_OUTPUTS when `want_logprobs`."""
         views = self.inputs(plan_name)
         for dst, src in feed:
             views["input_ids"][dst] = self._last_tokens[src]
-        tokens, logits = self.run(self._plan(plan_name), views, want_logits)
-        self._last_tokens = tokens
-        return tokens, logits
+        result = self.run(self._plan(plan_name), views, want_logits, want_logprobs)
+        self._last_tokens = result[0]
+        return result
 
     def wait(self, handle):
         return handle

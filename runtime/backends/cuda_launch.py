@@ -141,7 +141,10 @@ def run_eager(drv, stream, launches: list[PreparedLaunch], sync_each: bool = Fal
     """Launch in order on `stream`; a failure names the launch (and, with sync_each, the faulting one)."""
     for launch in launches:
         try:
-            drv.launch(launch.func, launch.grid, launch.block_x, launch.shared, stream, launch.params.address)
+            if hasattr(launch, "issue"):  # a collective (nccl.PreparedCollective)
+                launch.issue(stream)
+            else:
+                drv.launch(launch.func, launch.grid, launch.block_x, launch.shared, stream, launch.params.address)
             if sync_each:
                 drv.sync(stream)
         except DriverError as e:

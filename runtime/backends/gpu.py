@@ -20,18 +20,22 @@ import threading
 import time
 
 from llmc.artifacts.manifest import DTYPES
+from llmc.artifacts.plan_schema import LOGPROB_OUTPUTS
 from llmc.errors import BundleError
 from llmc.runtime.compat import check_compat
+from llmc.runtime.tensor_parallel.layout import weight_files
 
 from .cuda_launch import capture_graph, load_kernels, prepare_launch, scratch_bytes
 from .cuda_memory import (ALIGN, Allocations, KvSpec, align, copy_bandwidth, host_view, input_offsets,
                           kv_blocks_for_memory, layout_weights, upload_weights)
 from .driver import DriverError
+from .nccl import Communicator, prepare_collective
 from .gpu_steps import GpuSteps, PlanState
 
 KV_RESERVE = 256 << 20  # bytes left free after the KV pool: graph executables, driver needs
 MAX_KV_BLOCKS = 1 << 21  # bounds the host's block bookkeeping; real models reach memory first
-PAD_VALUES = {"slot_mapping": -1, "top_p": 1.0}  # FORMAT.md's padding; every other input pads with 0
+# FORMAT.md's padding; every other input pads with 0
+PAD_VALUES = {"slot_mapping": -1, "top_p": 1.0, "logprob_token_ids": -1, "num_logprobs": -1}
 
 
 def checked_driver(driver_cls, query_device, backend: str, manifest: dict, device_index: int, driver_module):
@@ -68,19 +72,24 @@ class GpuBackend(GpuSteps):
     @classmethod
     def open(cls, bundle, *, gpu_memory_utilization: float = 0.9, num_kv_blocks: int | None = None,
              device_index: int = 0, capture_prefill: bool = False, sync_each_launch: bool = False,
-             driver_module=None) -> "GpuBackend":
-        """Load `bundle` (a Bundle or a path) onto GPU `device_index`.
+             driver_module=None, rank: int = 0, rendezvous=None, nccl_module=None) -> "GpuBackend":
+        """Load `bundle` (a Bundle or a path) onto GPU `device_index` (+ `rank`).
 
         capture_prefill: capture prefill plans as graphs too (by default they run eagerly).
         sync_each_launch: synchronize after every eager launch so a fault names its kernel (debugging).
         driver_module: a stand-in for `cuda.bindings.driver` (tests).
+        rank, rendezvous: rank r of a tensor-parallel bundle loads weights/rank{r}/ and makes its NCCL
+        communicator from rendezvous.nccl_unique_id (runtime/tensor_parallel/); nccl_module: a stand-in
+        for `nccl.bindings.nccl` (tests).
         """
         start = time.perf_counter()
         if not 0 < gpu_memory_utilization <= 1:
             raise BundleError(f"--gpu-memory-utilization must be in (0, 1], got {gpu_memory_utilization}")
         bundle = as_bundle(bundle)
+        device_index += rank
         drv, _ = cls.check_device(bundle.manifest, device_index, driver_module)
         self = cls(bundle, drv, device_index, sync_each_launch)
+        self.rank, self._rendezvous, self._nccl_module = rank, rendezvous, nccl_module
         try:
             self._load(gpu_memory_utilization, num_kv_blocks, capture_prefill)
         except BaseException:
@@ -109,6 +118,8 @@ class GpuBackend(GpuSteps):
         self._events: list = []  # per slot: (inputs copied, step done)
         self._slot_busy = [False, False]
         self._prev_tokens = 0  # device address of the last launch's next_tokens
+        self.rank, self.comm = 0, None  # a tensor-parallel rank's NCCL communicator (nccl.py)
+        self._rendezvous = self._nccl_module = None
 
     # ---- loading -------------------------------------------------------------------------------
 
@@ -118,12 +129,15 @@ class GpuBackend(GpuSteps):
         self.ctx = drv.retain_context(self.dev)
         self._threads.add(threading.get_ident())
         self.stream = drv.stream_create()
+        if self._rendezvous is not None and self._rendezvous.world_size > 1:  # NCCL uses the current context's device
+            self.comm = Communicator(self._rendezvous.world_size, self.rank, self._rendezvous.nccl_unique_id,
+                                     self._nccl_module)
         plans = {name: self.bundle.plan(name) for name in self.bundle.plans()}
         if not plans:
             raise BundleError(f"{getattr(self.bundle, 'label', 'the bundle')} has no plans; rebuild it")
         kernels, self.modules = load_kernels(drv, self.bundle, plans, self.dev, self.device, self.warp_size)
 
-        files = sorted(f for f in manifest["files"] if f.startswith("weights/") and f.endswith(".safetensors"))
+        files = weight_files(manifest, self.rank)  # weights/rank{r}/ of a tensor-parallel bundle
         self.weight_layout = layout = layout_weights([self.bundle.file(f) for f in files])
         free, _ = drv.mem_info()
         if layout.total_bytes > free:
@@ -141,9 +155,13 @@ class GpuBackend(GpuSteps):
 
         for name, plan in plans.items():
             resolve = self._resolver(plan, inputs[name][0])
-            launches = [prepare_launch(launch, *kernels[launch["kernel"]], resolve, scratch,
-                                       f"{name} step {i} ({step['node']})", self.warp_size)
-                        for i, step in enumerate(plan["steps"]) for launch in step.get("launches", [])]
+            launches = []
+            for i, step in enumerate(plan["steps"]):
+                where = f"{name} step {i} ({step['node']})"
+                if "collective" in step:  # an NCCL call, before the step's kernels
+                    launches.append(prepare_collective(step["collective"], self.comm, resolve, where))
+                launches += [prepare_launch(launch, *kernels[launch["kernel"]], resolve, scratch, where, self.warp_size)
+                             for launch in step.get("launches", [])]
             self.plans[name] = PlanState(plan, launches, *inputs[name], outputs=_outputs(plan))
         self._alloc_outputs()
         self._events = [(drv.event_create(timing=False), drv.event_create(timing=False)) for _ in range(2)]
@@ -258,6 +276,11 @@ class GpuBackend(GpuSteps):
         """Device-to-device copy bandwidth in bytes/s, bytes read + written (the decode floor's denominator)."""
         return copy_bandwidth(self.drv, self.stream, nbytes)
 
+    def abort(self) -> None:
+        """A peer rank died: abort the communicator so a step blocked on it returns (any thread)."""
+        if self.comm is not None:
+            self.comm.abort()
+
     def close(self) -> None:
         if self._closed:
             return
@@ -282,6 +305,8 @@ class GpuBackend(GpuSteps):
         for module in self.modules:
             attempt(drv.module_unload, module)
         self.modules = []
+        if self.comm is not None:
+            attempt(self.comm.destroy)
         attempt(self.allocs.free_all)
         if self.stream is not None:
             attempt(drv.stream_destroy, self.stream)
@@ -302,7 +327,7 @@ def _outputs(plan: dict) -> dict[str, tuple[int, tuple[int, ...], str]]:
     if "next_tokens" not in plan["outputs"]:
         raise BundleError(f"plans/{plan['name']}.json has no next_tokens output; rebuild the bundle")
     result = {}
-    for key in ("next_tokens", "logits"):
+    for key in ("next_tokens", "logits", *LOGPROB_OUTPUTS):
         if key in plan["outputs"]:
             buf = plan["buffers"][plan["outputs"][key]]
             result[key] = (buf["offset"], tuple(buf["shape"]), buf["dtype"])

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llmc.artifacts.plan_schema import LOGPROB_OUTPUTS
+
 from .cuda_launch import PreparedLaunch, run_eager
 from .cuda_memory import input_offsets, to_float32
 from .driver import DriverError
@@ -23,7 +25,7 @@ class PlanState:
     views: dict[str, np.ndarray]  # numpy views of the pinned mirror, one per input
     slot_hosts: list[int] = None  # the two pinned mirrors (slot 0 is host_inputs)
     slot_views: list[dict[str, np.ndarray]] = None
-    outputs: dict = None  # next_tokens / logits -> (arena offset, shape, dtype)
+    outputs: dict = None  # next_tokens / logits / LOGPROB_OUTPUTS -> (arena offset, shape, dtype)
     graph: object = None  # graph exec, for captured plans
     copies: dict = None  # next_tokens / logits -> ((host ptr, arena offset, nbytes), numpy view of the host ptr)
     slot_copies: list[dict] = None  # the same per output slot (slot 0 is copies)
@@ -34,6 +36,7 @@ class Launched:
     state: PlanState
     slot: int
     want_logits: bool
+    want_logprobs: bool = False
 
 
 
@@ -84,13 +87,16 @@ class GpuSteps:
             self._slot_busy[slot] = False
         return state.slot_views[slot]
 
-    def launch(self, plan_name: str, feed=(), want_logits: bool = False) -> Launched:
-        """Enqueue one step; `feed` lists (input_ids row, row of the previous launch's next_tokens)."""
+    def launch(self, plan_name: str, feed=(), want_logits: bool = False, want_logprobs: bool = False) -> Launched:
+        """Enqueue one step; `feed` lists (input_ids row, row of the previous launch's next_tokens).
+        The LOGPROB_OUTPUTS are copied back only with `want_logprobs`."""
         state, slot = self._state(plan_name), self._launches % 2
         drv, stream = self.drv, self.stream
         self._check_indices(state, state.slot_views[slot], skip=[dst for dst, _ in feed])
         if want_logits and "logits" not in state.copies:
             raise ValueError(f"{plan_name} has no logits output")
+        if want_logprobs and LOGPROB_OUTPUTS[0] not in state.copies:
+            raise ValueError(f"{plan_name} has no logprobs outputs; rebuild the bundle")
         copies = state.slot_copies[slot]
         try:
             drv.copy_htod(state.dev_inputs, state.slot_hosts[slot], state.input_bytes, stream)
@@ -100,7 +106,7 @@ class GpuSteps:
             for dst, src, n in _runs(feed):
                 drv.copy_dtod(ids + 4 * dst, self._prev_tokens + 4 * src, 4 * n, stream)
             self._replay(state)
-            for key in ("next_tokens", "logits") if want_logits else ("next_tokens",):
+            for key in ("next_tokens",) + ("logits",) * want_logits + LOGPROB_OUTPUTS * want_logprobs:
                 dst, offset, nbytes = copies[key][0]
                 drv.copy_dtoh(dst, self.arena + offset, nbytes, stream)
             drv.event_record(self._events[slot][1], stream)
@@ -108,20 +114,22 @@ class GpuSteps:
             raise self._named(e, "launching", state) from None
         self._prev_tokens = self.arena + state.outputs["next_tokens"][0]
         self._launches += 1
-        return Launched(state, slot, want_logits)
+        return Launched(state, slot, want_logits, want_logprobs)
 
-    def wait(self, launched: Launched) -> tuple[np.ndarray, np.ndarray | None]:
-        """The step's (next_tokens int32 [R], logits float32 [R, V] or None); call it before the
-        launch after next, which reuses the step's output slot."""
+    def wait(self, launched: Launched) -> tuple:
+        """The step's (next_tokens int32 [R], logits float32 [R, V] or None), plus the three
+        LOGPROB_OUTPUTS when launched with `want_logprobs`; call it before the launch after next,
+        which reuses the step's output slot."""
         try:
             self.drv.event_sync(self._events[launched.slot][1])
         except DriverError as e:
             raise self._named(e, "running", launched.state) from None
         copies = launched.state.slot_copies[launched.slot]
         tokens = copies["next_tokens"][1].astype(np.int32)
-        if not launched.want_logits:
-            return tokens, None
-        return tokens, to_float32(copies["logits"][1], launched.state.outputs["logits"][2])
+        logits = to_float32(copies["logits"][1], launched.state.outputs["logits"][2]) if launched.want_logits else None
+        if not launched.want_logprobs:
+            return tokens, logits
+        return tokens, logits, tuple(copies[key][1].copy() for key in LOGPROB_OUTPUTS)
 
     # -- one synchronous step ----------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-PADS = {"slot_mapping": -1, "top_p": 1.0}
+PADS = {"slot_mapping": -1, "top_p": 1.0, "logprob_token_ids": -1, "num_logprobs": -1}
 
 
 class NullBackend:

@@ -22,7 +22,7 @@ from .protocol import (
     check_model, prompt_of,
 )
 from .responses import ChatCompletion, TextCompletion
-from .tool_calls import check_tools
+from .tool_calls import call_constraint, check_tools
 
 DEFAULT_MAX_WAITING = 256
 log = logging.getLogger("llmc.serve")
@@ -107,10 +107,11 @@ def create_app(engine, model_name: str | None = None, max_waiting: int = DEFAULT
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         check_model(body.model, served)
-        tools = _tools_to_render(body, template_source)
+        tools, choice = _tools_to_render(body, template_source)
         text = await render_chat(body.messages, body.add_generation_prompt, tools)
         ids = await text_work.run(_encode_chat, tokenizer, text)
-        return await generate(engine_loop, request, body, ids, ChatCompletion(served, tool_calls=bool(tools)))
+        return await generate(engine_loop, request, body, ids, ChatCompletion(served, tool_calls=bool(tools)),
+                              call_constraint(tools, choice))
 
     @app.post("/tokenize")
     async def tokenize(body: TokenizeRequest) -> dict:
@@ -137,16 +138,13 @@ def create_app(engine, model_name: str | None = None, max_waiting: int = DEFAULT
     return app
 
 
-def _tools_to_render(body: ChatCompletionRequest, chat_template: str | None) -> list[dict]:
-    """The tools the template renders (none for tool_choice "none"), or a 400 naming tools or tool_choice."""
+def _tools_to_render(body: ChatCompletionRequest, chat_template: str | None) -> tuple[list[dict], str | dict]:
+    """The tools the template renders (none for tool_choice "none") and the choice, or a 400 naming tools or
+    tool_choice."""
     try:
-        tools, choice = check_tools(body.tools, body.tool_choice, chat_template)
+        return check_tools(body.tools, body.tool_choice, chat_template)
     except UserError as e:
         raise ApiError(str(e), param=str(e).split(":")[0], code="invalid_value") from None
-    if choice not in ("none", "auto"):
-        raise ApiError(f"tool_choice {choice!r} needs structured output, which llmc does not support yet; "
-                       "use 'auto' or 'none'", param="tool_choice", code="unsupported_value")
-    return tools
 
 
 def _encode(tokenizer, text: str) -> list[int]:

@@ -3,32 +3,20 @@
 from llmc.errors import UserError
 from llmc.runtime import SamplingParams
 
+from ..structured_output import Constraint
+from .guided import logit_bias, structured_output
+from .logprobs import logprob_fields
 from .protocol import MAX_STOP_STRINGS, ApiError, invalid
 
 MAX_N = 64  # samples of one request: each is a sequence in the batch
 
 # Fields llmc does not honour yet: each takes only the value that asks for nothing (the neutral one).
 NOT_YET = {
-    "logprobs": lambda v: v is None or v is False,
-    "top_logprobs": lambda v: v is None or v == 0,
-    "echo": lambda v: v is False,
     "best_of": lambda v: v is None or v == 1,
     "suffix": lambda v: v is None,
-    "presence_penalty": lambda v: v is None or v == 0,
-    "frequency_penalty": lambda v: v is None or v == 0,
-    "repetition_penalty": lambda v: v is None or v == 1,
-    "min_p": lambda v: v is None or v == 0,
-    "min_tokens": lambda v: v is None or v == 0,
-    "logit_bias": lambda v: not v,
-    "response_format": lambda v: v is None or v == {"type": "text"},
-    "guided_json": lambda v: v is None,
-    "guided_regex": lambda v: v is None,
-    "guided_choice": lambda v: v is None,
-    "guided_grammar": lambda v: v is None,
     "parallel_tool_calls": lambda v: v is None or v is True,
 }
 WHY = {
-    "response_format": "structured output (json_object, json_schema) is not supported yet; only {'type': 'text'}",
     "parallel_tool_calls": "only true (the model may call several tools) is supported",
 }
 
@@ -41,8 +29,10 @@ def refuse_unserved(request) -> None:
             raise ApiError(f"{field} is not supported by this server: {why}", param=field, code="unsupported_value")
 
 
-def sampling_params(request, num_prompt_tokens: int, max_model_len: int) -> SamplingParams:
-    """The request's SamplingParams, or ApiError(400) naming the first field out of range."""
+def sampling_params(request, num_prompt_tokens: int, max_model_len: int,
+                    tool_constraint: Constraint | None = None) -> SamplingParams:
+    """The request's SamplingParams, or ApiError(400) naming the first field out of range. `tool_constraint`:
+    the output chat's tool_choice asks for."""
     refuse_unserved(request)
     if not 1 <= request.n <= MAX_N:
         raise invalid("n", f"n must be between 1 and {MAX_N}, got {request.n}")
@@ -57,8 +47,10 @@ def sampling_params(request, num_prompt_tokens: int, max_model_len: int) -> Samp
         raise invalid("stop", f"stop takes at most {MAX_STOP_STRINGS} strings, got {len(stop)}")
 
     max_tokens = request.requested_max_tokens()
-    if max_tokens is not None and max_tokens < 1:
-        raise invalid("max_tokens", f"max_tokens must be at least 1, got {max_tokens}")
+    echo_only = max_tokens == 0 and getattr(request, "echo", False)  # the prompt's logprobs, no completion
+    if max_tokens is not None and max_tokens < 1 and not echo_only:
+        raise invalid("max_tokens", f"max_tokens must be at least 1 (0 only with echo), got {max_tokens}")
+    max_tokens = 1 if echo_only else max_tokens  # the one token sampled is not shown
     _check_context(num_prompt_tokens, max_tokens, max_model_len)
     if max_tokens is None:
         max_tokens = max_model_len - num_prompt_tokens
@@ -66,6 +58,10 @@ def sampling_params(request, num_prompt_tokens: int, max_model_len: int) -> Samp
     given = {
         "temperature": request.temperature, "top_p": request.top_p, "top_k": request.top_k,
         "seed": request.seed, "stop_token_ids": request.stop_token_ids, "n": request.n,
+        "presence_penalty": request.presence_penalty, "frequency_penalty": request.frequency_penalty,
+        "repetition_penalty": request.repetition_penalty, "min_p": request.min_p, "min_tokens": request.min_tokens,
+        "logit_bias": logit_bias(request.logit_bias) or None,
+        "structured_output": structured_output(request, tool_constraint), **logprob_fields(request),
     }
     kwargs = {key: value for key, value in given.items() if value is not None}
     try:

@@ -9,10 +9,10 @@ Besides OpenAI's fields, the bodies take these vLLM extras:
 | `stop_token_ids`             | both        | honoured                                                |
 | `include_stop_str_in_output` | both        | honoured: the stop string (or stop token) ends the text |
 | `add_generation_prompt`      | chat        | honoured (default true)                                 |
-| `min_p`                      | both        | 0 only; other values are refused                        |
-| `repetition_penalty`         | both        | 1 only; other values are refused                        |
-| `min_tokens`                 | both        | 0 only; other values are refused                        |
-| `guided_json`, `guided_regex`, `guided_choice`, `guided_grammar` | both | refused when set |
+| `min_p`                      | both        | honoured, in [0, 1]                                     |
+| `repetition_penalty`         | both        | honoured, > 0 (prompt and output tokens, as vLLM)       |
+| `min_tokens`                 | both        | honoured: EOS and stop_token_ids banned until then      |
+| `guided_json`, `guided_regex`, `guided_choice`, `guided_grammar` | both | honoured (llguidance; one at a time) |
 | `echo`                       | chat        | false only                                              |
 
 `params.sampling_params` turns a body into SamplingParams and refuses, by name, each field whose

@@ -40,25 +40,26 @@ class _Response:
 class TextCompletion(_Response):
     prefix = "cmpl"
 
-    def response(self, choices: list[tuple[str, str]], usage: dict) -> dict:
-        """`choices`: (text, finish_reason) per sample."""
-        return self._object("text_completion", [self._choice(text, reason, i) for i, (text, reason) in
+    def response(self, choices: list[tuple], usage: dict) -> dict:
+        """`choices`: (text, finish_reason[, logprobs]) per sample."""
+        return self._object("text_completion", [self._choice(*choice[:2], i, *choice[2:]) for i, choice in
                                                 enumerate(choices)], usage)
 
     def opening_chunks(self, index: int) -> list[dict]:
         return []
 
-    def chunks(self, text: str, finish_reason: str | None = None, index: int = 0) -> list[dict]:
-        if not text and finish_reason is None:
+    def chunks(self, text: str, finish_reason: str | None = None, index: int = 0, logprobs: dict | None = None
+               ) -> list[dict]:
+        if not text and finish_reason is None and logprobs is None:
             return []
-        return [self._object("text_completion", [self._choice(text, finish_reason, index)])]
+        return [self._object("text_completion", [self._choice(text, finish_reason, index, logprobs)])]
 
     def usage_chunk(self, usage: dict) -> dict:
         return self._object("text_completion", [], usage)
 
     @staticmethod
-    def _choice(text: str, finish_reason: str | None, index: int) -> dict:
-        return {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
+    def _choice(text: str, finish_reason: str | None, index: int, logprobs: dict | None = None) -> dict:
+        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
 class ChatCompletion(_Response):
@@ -71,12 +72,12 @@ class ChatCompletion(_Response):
         self.tool_calls = tool_calls
         self._splitters: dict[int, ToolCallSplitter] = {}  # per sample
 
-    def response(self, choices: list[tuple[str, str]], usage: dict) -> dict:
-        """`choices`: (text, finish_reason) per sample."""
-        return self._object("chat.completion", [self._message(text, reason, i) for i, (text, reason) in
+    def response(self, choices: list[tuple], usage: dict) -> dict:
+        """`choices`: (text, finish_reason[, logprobs]) per sample."""
+        return self._object("chat.completion", [self._message(*choice[:2], i, *choice[2:]) for i, choice in
                                                 enumerate(choices)], usage)
 
-    def _message(self, text: str, finish_reason: str, index: int) -> dict:
+    def _message(self, text: str, finish_reason: str, index: int, logprobs: dict | None = None) -> dict:
         message = {"role": "assistant", "content": text}
         if self.tool_calls:
             splitter = self._splitter(index)
@@ -86,12 +87,21 @@ class ChatCompletion(_Response):
                 message = {"role": "assistant", "content": "".join(e for e in events if isinstance(e, str)) or None,
                            "tool_calls": [{k: v for k, v in call.items() if k != "index"} for call in calls]}
                 finish_reason = self._finish_reason(finish_reason, index)
-        return {"index": index, "message": message, "logprobs": None, "finish_reason": finish_reason}
+        return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish_reason}
 
     def opening_chunks(self, index: int) -> list[dict]:
         return [self._chunk({"role": "assistant", "content": ""}, None, index)]
 
-    def chunks(self, text: str, finish_reason: str | None = None, index: int = 0) -> list[dict]:
+    def chunks(self, text: str, finish_reason: str | None = None, index: int = 0, logprobs: dict | None = None
+               ) -> list[dict]:
+        chunks = self._content_chunks(text, finish_reason, index)
+        if logprobs is not None:  # the tokens' logprobs ride on the first chunk of their text
+            if not chunks:
+                chunks = [self._chunk({}, None, index)]
+            chunks[0]["choices"][0]["logprobs"] = logprobs
+        return chunks
+
+    def _content_chunks(self, text: str, finish_reason: str | None, index: int) -> list[dict]:
         if not self.tool_calls:
             if not text and finish_reason is None:
                 return []

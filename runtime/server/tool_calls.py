@@ -3,7 +3,8 @@
 
 `tool_choice` "auto" lets the model choose and parses what it wrote; "required" and a named function
 constrain the output to calls (a Lark grammar with each function's parameters as a JSON schema);
-"none" renders no tools. Chat templates that use another call format are refused by its name.
+"none" renders no tools. The engine masks the output with that grammar on the device, token by token.
+Chat templates that use another call format are refused by its name.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def call_constraint(tools: list[dict], choice) -> Constraint | None:
                 "properties": {"name": {"const": fn["name"]}, "arguments": fn.get("parameters") or {"type": "object"}}}
                for fn in chosen]
     schema = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
+    schema = {**schema, "x-guidance": {"whitespace_flexible": False}}  # compact JSON, as Hermes models write calls
     repeat = "+" if choice == "required" else ""
     lark = (f'start: call{repeat}\ncall: "<tool_call>\\n" body "\\n</tool_call>"\n'
             f"body: %json {json.dumps(schema, sort_keys=True)}\n")

@@ -49,17 +49,9 @@ def test_streamed_bundle_equals_the_simple_build(family, tmp_path):
 
 
 def _checkpoint(out: Path, layers: int) -> Path:
-    import transformers
+    from checkpoints import llama_of_layers
 
-    from checkpoints import write_tokenizer
-
-    config = transformers.LlamaConfig(hidden_size=512, intermediate_size=1536, num_hidden_layers=layers, num_attention_heads=8,
-                                      num_key_value_heads=8, vocab_size=4096, max_position_embeddings=256,
-                                      tie_word_embeddings=False)
-    torch.manual_seed(0)
-    transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(out)
-    write_tokenizer(out, config.vocab_size)
-    return out
+    return llama_of_layers(out, layers)
 
 
 # VmHWM is this process image's peak RSS; ru_maxrss would keep the (large) pytest parent's across exec

@@ -76,6 +76,9 @@ def test_key_changes_with_every_input_option_and_tool(model, tmp_path, monkeypat
     monkeypatch.undo()
     monkeypatch.setattr(llmc, "__version__", "9.9.9")
     keys["llmc version"] = _key(model, tmp_path)
+    monkeypatch.undo()
+    monkeypatch.setattr(build_key_module, "source_digest", lambda: "0" * 64)  # an edited llmc, same version string
+    keys["llmc source"] = _key(model, tmp_path)
     same = [name for name, key in keys.items() if key == base]
     assert not same, f"the build key ignores {same}"
     assert len(set(keys.values())) == len(keys)

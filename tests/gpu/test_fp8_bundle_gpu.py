@@ -53,10 +53,16 @@ def test_fp8_bundle_matches_its_cpu_oracle(bundles, name):
     cpu, gpu = Engine.load(bundles["cpu"]), Engine.load(bundles[name], device="cuda")
     for prompt in PROMPTS:
         want, got = cpu.score(prompt), gpu.score(prompt)
-        rel = np.abs(got - want).max() / np.abs(want).max()
-        agree = (got.argmax(-1) == want.argmax(-1)).mean()
-        # bf16 activations: kernel and native may round an element to neighbouring e4m3 values
-        assert rel < 0.1 and agree >= 0.9, f"{name}: logits {rel:.3f} from the cpu bundle (relative), top-1 agreement {agree:.2f}"
+        err = np.abs(got - want).max()
+        rel = err / np.abs(want).max()
+        # bf16 activations: kernel and native may round an element to neighbouring e4m3 values, so the top
+        # token must agree only where the oracle's top-1 leads its top-2 by more than twice the error seen
+        ordered = np.sort(want, axis=-1)
+        clear = ordered[:, -1] - ordered[:, -2] > 2 * err
+        same = got.argmax(-1) == want.argmax(-1)
+        assert rel < 0.1 and clear.any() and same[clear].all(), (
+            f"{name}: logits {rel:.3f} from the cpu bundle (relative); top-1 differs at {int((~same & clear).sum())} "
+            f"of {int(clear.sum())} clear positions")
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--prebuild"]:

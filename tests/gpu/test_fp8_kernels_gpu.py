@@ -17,7 +17,6 @@ from harness import parametrize  # noqa: E402
 from test_kernels_gpu import compiled_kernels, run  # noqa: E402,F401  (autouse: skips when interpreted)
 
 from llmc.aot.ir import OPS  # noqa: E402
-from llmc.kernels.launch import allocate_outputs, resolve  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -82,32 +81,3 @@ def test_fp8_silu_mul_linear(provider, m, group):
     torch.manual_seed(0)
     args = gated_args(m, group, "cuda")
     assert_close(run(provider, "fp8_silu_mul_linear", args), OPS["fp8_silu_mul_linear"].native(*args), f"{provider} m={m}")
-
-
-def _graphed(impl, args):
-    """The impl's launches on preallocated outputs, as one function to replay in a CUDA graph."""
-    outputs = allocate_outputs(impl.op, args)
-    launches = [(l, [resolve(a, outputs) for a in l.args]) for l in impl.fn(*args)]
-
-    def step():
-        for l, kernel_args in launches:
-            l.kernel[l.grid3](*kernel_args, **l.constexprs, num_warps=l.num_warps, num_stages=l.num_stages)
-
-    step()  # compile outside the capture
-    return step
-
-
-def test_decode_gemv_streams_half_the_bytes():
-    from triton.testing import do_bench_cudagraph
-
-    torch.manual_seed(0)
-    args = fp8_args("gate_up_proj", 1, 0, "cuda")
-    bf16 = (args[0], args[1].to(torch.bfloat16), None)
-    times = {}
-    for op, provider, call_args in (("fp8_linear", "triton_fp8_gemv", args), ("linear", "triton_gemv", bf16)):
-        times[op] = do_bench_cudagraph(_graphed(OPS[op].impls[provider], call_args), rep=200)
-    n, k = SHAPES["gate_up_proj"]
-    print(f"\ngate_up_proj {n}x{k} at m=1 (quantize + GEMV): fp8 {times['fp8_linear'] * 1e3:.1f} us "
-          f"({n * k / times['fp8_linear'] / 1e6:.0f} GB/s of weight), bf16 {times['linear'] * 1e3:.1f} us "
-          f"({2 * n * k / times['linear'] / 1e6:.0f} GB/s)")
-    assert times["fp8_linear"] < times["linear"], "the FP8 GEMV is not faster than the bf16 one"

@@ -8,13 +8,15 @@ import struct
 import numpy as np
 import pytest
 from llmc.artifacts import Bundle, BundleWriter, sha256_bytes
+from llmc.artifacts.plan_schema import logit_edit_capacity
 from fake_driver import OK, SIZES, CUresult, FakeDriver  # noqa: F401  (re-exported to the tests)
 
 # ---- a tiny bundle that the fake kernels compute on -----------------------------------------
 
 V, H, BLOCK = 16, 4, 4  # vocab, hidden (= head_dim, one KV head), KV block size
 INPUTS = ("input_ids", "positions", "slot_mapping", "block_tables", "seq_lens", "query_start_loc",
-          "logits_indices", "temperature", "top_k", "top_p", "uniform")
+          "logits_indices", "temperature", "top_k", "top_p", "min_p", "uniform", "logit_edit_index",
+          "logit_edit_values", "allowed_bitmask", "bitmask_on", "logprob_token_ids", "num_logprobs")
 ABI = {
     "embed_kernel": ["*i32", "*fp32", "*fp32", "*fp32", "i32", "*i8", "*i8"],
     "kv_write_kernel": ["*fp32", "*fp32", "*fp32", "*i32", "i32", "*i8", "*i8"],
@@ -64,8 +66,10 @@ def sample_kernel(fake, grid, v):  # token[r] = int(x[idx[r], 0]); logits[r] = o
 def plan_json(name, kind, T, B, R, arena_extra=0):
     shapes = {"input_ids": [T], "positions": [T], "slot_mapping": [T], "block_tables": [B, 4], "seq_lens": [B],
               "query_start_loc": [B + 1], "logits_indices": [R], "temperature": [R], "top_k": [R], "top_p": [R],
-              "uniform": [R]}
-    floats = ("temperature", "top_p", "uniform")
+              "min_p": [R], "uniform": [R], "logit_edit_index": [logit_edit_capacity(R), 2],
+              "logit_edit_values": [logit_edit_capacity(R), 3], "allowed_bitmask": [R, -(-V // 32)], "bitmask_on": [R],
+              "logprob_token_ids": [R], "num_logprobs": [R]}
+    floats = ("temperature", "top_p", "min_p", "uniform", "logit_edit_values")
     k = {"kv_cache": "k", "layer": 0}
     vv = {"kv_cache": "v", "layer": 0}
     return {

@@ -97,6 +97,7 @@ class FakeEngine:
                  script: str | None = None):
         self.script = script
         self.prompts: list[list[int]] = []  # every prompt added, in order
+        self.params: list = []  # and its SamplingParams
         self.tokenizer = FakeTokenizer()
         self.max_model_len, self.max_num_seqs = max_model_len, max_num_seqs
         self.block_size, self.num_blocks, self.step_delay = block_size, num_blocks, step_delay
@@ -113,6 +114,7 @@ class FakeEngine:
         if math.ceil((len(prompt_ids) + params.max_tokens) / self.block_size) > self.num_blocks:
             raise UserError("the request can never fit in the KV cache")
         self.prompts.append(prompt_ids)
+        self.params.append(params)
         for i in range(params.n):
             self.waiting[request_id, i] = _Sequence(prompt_ids, params, self.script, (params.seed or 0) + i)
 

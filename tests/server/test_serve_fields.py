@@ -33,35 +33,19 @@ def chat(url):
         **{"model": "fake", "messages": CHAT, "max_tokens": 3, "extra_body": extra_body, **fields})
 
 
-NOT_YET = [  # (field, a value llmc does not serve yet, whether openai's client takes it by name)
-    ("logprobs", 1, True), ("presence_penalty", 0.5, True), ("frequency_penalty", -0.5, True),
-    ("logit_bias", {"65": 5.0}, True), ("repetition_penalty", 1.2, False), ("min_p", 0.1, False),
-    ("min_tokens", 2, False), ("guided_json", {"type": "object"}, False), ("guided_regex", "[a-z]+", False),
-    ("guided_choice", ["yes", "no"], False), ("guided_grammar", "start: 'a'", False),
-    ("response_format", {"type": "json_object"}, False),
-    ("response_format", {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}, False),
-]
-
-
-@pytest.mark.parametrize("endpoint", [completion, chat])
-@pytest.mark.parametrize("field, value, named", NOT_YET)
-def test_fields_not_served_yet_are_refused_by_name(url, endpoint, field, value, named):
-    if field == "logprobs" and endpoint is chat:
-        value = True
-    error = refused(endpoint(url), **({field: value} if named else {"extra_body": {field: value}}))
-    assert error.body["param"] == field and field in error.body["message"]
+# penalties, min_p, min_tokens, logit_bias and structured output: test_serve_sampling.py;
+# logprobs, top_logprobs and echo: test_serve_logprobs.py
 
 
 @pytest.mark.parametrize("fields", [
-    {"echo": True}, {"best_of": 2}, {"suffix": "x"}, {"logprobs": 0},
+    {"best_of": 2}, {"suffix": "x"},
 ])
 def test_completion_only_fields_not_served_yet(url, fields):
     error = refused(completion(url), **fields)
     assert error.body["param"] == next(iter(fields))
 
 
-def test_chat_top_logprobs_and_echo_are_refused(url):
-    assert refused(chat(url), logprobs=True, top_logprobs=2).body["param"] == "logprobs"
+def test_chat_echo_is_refused(url):
     assert refused(chat(url), extra_body={"echo": True}).body["param"] == "echo"
     assert refused(chat(url), parallel_tool_calls=False).body["param"] == "parallel_tool_calls"
 

@@ -90,11 +90,13 @@ def test_earlier_calls_reach_the_template_with_object_arguments(serve):
 
 
 @pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "weather"}}])
-def test_constrained_choices_are_refused(serve, tool_choice):
-    _, url = serve_script(serve, CALLS)
-    with pytest.raises(openai.BadRequestError) as caught:
-        client(url).chat.completions.create(model="fake", messages=ASK, tools=[WEATHER], tool_choice=tool_choice)
-    assert caught.value.body["param"] == "tool_choice"
+def test_constrained_choices_constrain_the_output_to_calls(serve, tool_choice):
+    engine, url = serve_script(serve, CALLS)
+    client(url).chat.completions.create(model="fake", messages=ASK, tools=[WEATHER], tool_choice=tool_choice,
+                                        max_tokens=500)
+    constraint = engine.params[-1].structured_output
+    assert constraint.kind == "grammar" and '"<tool_call>\\n"' in constraint.value
+    assert ("call+" in constraint.value) == (tool_choice == "required")
 
 
 @pytest.mark.parametrize("template, words", [

@@ -1,6 +1,7 @@
 """The IR's ops. Importing this package registers every op (and its native impl)."""
 
-from . import activation, attention, attention_split, cache, collective, fp8, fused, linear, moe, norm, rotary, sampling, tensor  # noqa: F401
+from . import (activation, attention, attention_split, cache, collective, fp8, fused, linear, logit_edits, logprobs, moe, norm,  # noqa: F401
+               rotary, sampling, tensor, vocab_parallel)
 from ..op import OPS
 
 __all__ = ["OPS"]

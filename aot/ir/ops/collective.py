@@ -40,3 +40,35 @@ def all_gather(x: Tensor, world_size: int) -> Tensor:
     parts = [torch.empty_like(x) for _ in range(world_size)]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts, dim=-1)
+
+
+def _all_reduce_add_rms_norm_fake(x: Tensor, residual: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    return torch.empty_like(x), torch.empty_like(x)
+
+
+@register_op(fake=_all_reduce_add_rms_norm_fake)
+def all_reduce_add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    # returns (rms_norm(all_reduce(x) + residual), all_reduce(x) + residual): the norm reads the reduced sum
+    from .norm import fused_add_rms_norm
+
+    return fused_add_rms_norm.native(all_reduce.native(x), residual, weight, eps)
+
+
+class Collective:
+    """What a GPU impl of a collective op returns among its launches: one NCCL call, which the plan
+    records as its step's "collective" entry (docs/FORMAT.md) and the runtime runs before the step's
+    kernel launches. `send` and `recv` are tensors (or `Out(i)`) whose arena buffers the call reads and writes."""
+
+    def __init__(self, op: str, send, recv):
+        self.op, self.send, self.recv = op, send, recv
+
+    @property
+    def args(self) -> tuple:  # the planner places an impl's own tensors (recv scratch) in the arena
+        return (self.send, self.recv)
+
+    def entry(self, ref_of, outs: list) -> dict:
+        from ...launch import resolve
+
+        send, recv = (resolve(t, outs) for t in (self.send, self.recv))
+        return {"op": self.op, "send": ref_of(send), "recv": ref_of(recv),
+                "dtype": str(send.dtype).removeprefix("torch."), "count": send.numel()}
