@@ -107,7 +107,7 @@ def weight_files(c: BundleContents) -> list[tuple[str, dict]]:
 
 def _entry(name: str, weight) -> Entry:
     def data() -> memoryview:
-        tensor = load(weight).contiguous()
+        tensor = load(weight).contiguous().reshape(-1)  # flat: a 0-d tensor cannot be viewed as bytes
         return tensor.view(torch.uint8).numpy().data if tensor.numel() else memoryview(b"")
 
     return Entry(name, ST_DTYPES[weight.dtype], tuple(weight.shape), data)

@@ -4,6 +4,8 @@ a bad rank file or a rank killed mid-run ends the run with one message, within b
 
 from __future__ import annotations
 
+import json
+import os
 import time
 
 import numpy as np
@@ -121,3 +123,43 @@ def test_a_rank_file_from_another_build_is_named(bundles, tmp_path, verify):
         (bundles["llama"][4] / "weights/rank1/model.safetensors").read_bytes())
     with pytest.raises(BundleError, match=r"weights/rank1/model.safetensors: .*(sha256|the manifest says|another build)"):
         Engine.load(bundle, device="cpu", verify=verify)
+
+
+def test_serve_exits_with_one_line_when_a_rank_dies(bundles, tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "llmc.cli", "serve", str(bundles["llama"][2]), "--device", "cpu",
+                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        model = json.loads(urllib.request.urlopen(url + "/v1/models", timeout=5).read())["data"][0]["id"]
+        body = json.dumps({"model": model, "prompt": "w5 w6", "max_tokens": 4}).encode()
+        workers = subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True, text=True).stdout.split()
+        assert workers, "no rank processes under the server"
+        for pid in workers:
+            os.kill(int(pid), signal.SIGKILL)
+        request = urllib.request.Request(url + "/v1/completions", body, {"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(request, timeout=30)
+        except OSError:
+            pass  # the request fails: the ranks are gone
+        assert server.wait(timeout=60) is not None
+        output = server.stdout.read()
+        assert "tensor parallel: rank" in output and "the server stops" in output
+        assert "Traceback" not in output
+    finally:
+        if server.poll() is None:
+            server.kill()

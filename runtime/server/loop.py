@@ -8,11 +8,15 @@ token leaves for its client as soon as it is sampled.
 
 import asyncio
 import logging
+import os
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass
 from functools import partial
+
+from llmc.runtime.tensor_parallel import RankFailed
 
 from .metrics import ServerMetrics
 
@@ -152,6 +156,8 @@ class EngineLoop:
                     self._publish_stats()
                 if self.engine.has_unfinished():
                     self._step()
+        except RankFailed:
+            return  # said in one line by _step
         except Exception:
             log.exception("the engine loop died")
             self._abort_all(Unavailable("the engine loop died"))
@@ -182,6 +188,11 @@ class EngineLoop:
     def _step(self) -> None:
         try:
             outputs = self.engine.step()
+        except RankFailed as e:  # the ranks are gone: no later step can run, so the server goes too
+            log.error("%s; the server stops", e)
+            self._abort_all(Unavailable(str(e)))
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise
         except Exception as e:
             log.exception("engine step failed; failing its %d requests", len(self._tracked))
             self._abort_all(e)
