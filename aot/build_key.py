@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -21,7 +21,7 @@ def source_digest() -> str:
     """sha256 over llmc's own Python source: a changed compiler is a different toolchain, version string or not."""
     h = hashlib.sha256()
     for package in ("llmc", "llmc.aot", "llmc.kernels", "llmc.artifacts", "llmc.runtime", "llmc.cli"):
-        root = Path(importlib.import_module(package).__file__).parent
+        root = Path(importlib.util.find_spec(package).origin).parent  # found, not imported: a hit imports no kernels
         for path in sorted(root.rglob("*.py")):
             if package == "llmc" and path.parent != root:
                 continue  # subpackages are their own roots (the installed layout maps them elsewhere)
