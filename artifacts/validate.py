@@ -230,13 +230,22 @@ class _Everything(frozenset):
 _ANY_OP = _Everything()
 
 
+def step_input_specs(num_tokens: int, num_seqs: int, num_logits: int, max_blocks_per_seq: int, vocab: int) -> dict:
+    """name -> {"shape", "dtype"} of every step input a plan of these dims declares."""
+    shapes = _input_shapes(num_tokens, num_seqs, num_logits, max_blocks_per_seq, vocab)
+    return {key: {"shape": shapes[key], "dtype": dtype} for key, dtype in STEP_INPUTS.items()}
+
+
+def _input_shapes(t: int, b: int, r: int, mb: int, vocab: int) -> dict:
+    return {"input_ids": [t], "positions": [t], "slot_mapping": [t], "block_tables": [b, mb], "seq_lens": [b],
+            "query_start_loc": [b + 1], "logits_indices": [r], "temperature": [r], "top_k": [r], "top_p": [r],
+            "min_p": [r], "uniform": [r], "logit_edit_index": [logit_edit_capacity(r), 2],
+            "logit_edit_values": [logit_edit_capacity(r), 3], "allowed_bitmask": [r, -(-vocab // 32)],
+            "bitmask_on": [r], "logprob_token_ids": [r], "num_logprobs": [r]}
+
+
 def _check_inputs(plan: dict, doc: str, vocab: int) -> None:
-    t, b, r, mb = plan["num_tokens"], plan["num_seqs"], plan["num_logits"], plan["max_blocks_per_seq"]
-    shapes = {"input_ids": [t], "positions": [t], "slot_mapping": [t], "block_tables": [b, mb], "seq_lens": [b],
-              "query_start_loc": [b + 1], "logits_indices": [r], "temperature": [r], "top_k": [r], "top_p": [r],
-              "min_p": [r], "uniform": [r], "logit_edit_index": [logit_edit_capacity(r), 2],
-              "logit_edit_values": [logit_edit_capacity(r), 3], "allowed_bitmask": [r, -(-vocab // 32)],
-              "bitmask_on": [r], "logprob_token_ids": [r], "num_logprobs": [r]}
+    shapes = _input_shapes(plan["num_tokens"], plan["num_seqs"], plan["num_logits"], plan["max_blocks_per_seq"], vocab)
     missing = [key for key in STEP_INPUTS if key not in plan["inputs"]]
     if missing:
         _fail(doc, "inputs", f"lacks {', '.join(missing)}, which this llmc fills each step: an older llmc built it")

@@ -8,6 +8,7 @@ import math
 import struct
 
 from llmc.artifacts import BundleWriter, sha256_bytes
+from llmc.artifacts.validate import step_input_specs
 
 KERNEL_BYTES = b"\x7fELF fake cubin"
 KERNEL_ID = sha256_bytes(KERNEL_BYTES)
@@ -38,7 +39,7 @@ def make_plan(name: str, kind: str, num_tokens: int) -> dict:
     return {
         "name": name, "kind": kind, "num_tokens": t, "num_seqs": 2, "num_logits": 2,
         "max_blocks_per_seq": 16, "arena_bytes": 1280 + -(-t * 128 // 256) * 256,
-        "inputs": {"input_ids": {"shape": [t], "dtype": "int32"}, "slot_mapping": {"shape": [t], "dtype": "int32"}},
+        "inputs": step_input_specs(t, 2, 2, 16, MANIFEST_FIELDS["model"]["vocab_size"]),
         "buffers": {"t1": {"offset": 1280, "shape": [t, 64], "dtype": "bfloat16"},
                     "t2": {"offset": 0, "shape": [2, 128], "dtype": "float32"},
                     "t3": {"offset": 1024, "shape": [2], "dtype": "int32"}},

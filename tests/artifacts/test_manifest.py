@@ -94,7 +94,7 @@ def test_manifest_must_be_object():
     (["steps", 1, "args", 0], "t1", "field 'steps[1].args[0]' must be one of"),
     (["steps", 1, "args", 2], {"const": "eps"}, "field 'steps[1].args[2].const' must be a number"),
     (["steps", 1, "args", 2], {"scalar": 1, "type": "i32"}, "field 'steps[1].args[2]' must be one of"),
-    (["steps", 0, "args", 0], {"input": "positions"}, "field 'steps[0].args[0].input' must name an input"),
+    (["steps", 0, "args", 0], {"input": "token_types"}, "field 'steps[0].args[0].input' must name an input"),
     (["steps", 2, "args", 2], {"kv_cache": "q", "layer": 0}, "field 'steps[2].args[2].kv_cache' must be 'k' or 'v'"),
     (["steps", 2, "args", 3], {"kv_cache": "v", "layer": -1}, "field 'steps[2].args[3].layer' must be a non-negative"),
     (["steps", 2, "args", 3], {"kv_cache": "v"}, "field 'steps[2].args[3]' must be one of"),
