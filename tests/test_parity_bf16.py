@@ -12,7 +12,7 @@ from llmc.aot.build import BuildConfig, build
 from llmc.runtime import Engine
 
 PROMPTS = [[3, 17, 45, 9, 120, 77, 5, 201, 64, 33, 18] * 2, [(11 * i) % 200 + 3 for i in range(17)]]
-MIN_AGREE, MAX_REL = 0.9, 0.1  # always good enough, whatever transformers' bfloat16 run does
+MIN_AGREE, MAX_REL = 0.5, 0.1  # always good enough, whatever transformers' bfloat16 run does
 
 
 @pytest.fixture(scope="module", params=["qwen3_moe", "mixtral", "gemma2", "gemma3", "phi3"])
@@ -38,6 +38,11 @@ def test_bf16_top1_agrees_with_transformers(family):
             peer = hf_bf16(torch.tensor([prompt])).logits[0].float().numpy()
         rel, peer_rel = (np.abs(x - want).max() / np.abs(want).max() for x in (got, peer))
         assert rel <= max(MAX_REL, 1.5 * peer_rel), f"{name}: relative error {rel:.3f}, transformers' bf16 {peer_rel:.3f}"
-        agree, peer_agree = (int((x.argmax(-1) == want.argmax(-1)).sum()) for x in (got, peer))
-        need = min(MIN_AGREE * len(prompt), peer_agree - 1)
-        assert agree >= need, f"{name}: top-1 agrees at {agree}/{len(prompt)}, transformers' bf16 at {peer_agree}"
+        # bf16 rounding may swap near-tied tokens: the top token must agree where the float32 reference's
+        # lead over its runner-up is more than twice the error transformers' own bf16 makes
+        ordered = np.sort(want, axis=-1)
+        clear = ordered[:, -1] - ordered[:, -2] > 2 * np.abs(peer - want).max()
+        differ = clear & (got.argmax(-1) != want.argmax(-1))
+        assert not differ.any(), f"{name}: top-1 differs at {int(differ.sum())} of {int(clear.sum())} clear positions"
+        agree = int((got.argmax(-1) == want.argmax(-1)).sum())
+        assert agree >= MIN_AGREE * len(prompt), f"{name}: top-1 agrees at only {agree} of {len(prompt)} positions"
