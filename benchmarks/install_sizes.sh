@@ -5,7 +5,7 @@ set -u
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-for extra in cuda cuda,serve sign build; do
+for extra in ${EXTRAS:-cuda cuda,serve sign build}; do
   python3 -m venv "$work/$extra"
   start=$(date +%s)
   "$work/$extra/bin/pip" install --isolated -q -c constraints.txt ".[$extra]" >"$work/$extra.log" 2>&1

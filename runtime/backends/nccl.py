@@ -14,7 +14,7 @@ NCCL_DTYPES = {"int8": 0, "uint8": 1, "int32": 2, "uint32": 3, "int64": 4, "uint
                "float16": 6, "float32": 7, "float64": 8, "bfloat16": 9}
 NCCL_SUM = 0
 NCCL_MISSING = ("this bundle is tensor parallel: its GPU ranks talk through NCCL, which needs nccl4py and the NCCL "
-                "library: pip install 'llmc[cuda]'")
+                "library: pip install 'llmc[cuda,tp]'")
 
 
 def nccl_bindings(module=None):
