@@ -105,10 +105,11 @@ def _placeholder_value(node, refs: _Refs, bucket: Bucket, shapes, params, kv_sha
 def _place_scratch(launches, refs: _Refs, node, index: int, buffers: dict, lifetimes: dict) -> None:
     """Tensors an impl allocated for itself (neither arguments nor outputs) live in the arena
     for the duration of their node."""
+    count = 0
     for launch in launches:
         for value in launch.args:
             if isinstance(value, torch.Tensor) and id(refs.base(value)) not in refs.by_id:
-                name = f"{node.name}.scratch{sum(n.startswith(node.name + '.scratch') for n in buffers)}"
+                name, count = f"{node.name}.scratch{count}", count + 1
                 buffers[name] = {"shape": list(value.shape), "dtype": DTYPE_NAMES[value.dtype],
                                  "nbytes": value.numel() * value.element_size()}
                 lifetimes[name] = (index, index)
@@ -156,25 +157,42 @@ def _calls(gm: torch.fx.GraphModule, bucket: Bucket, params: dict, kv_layout: di
             yield node, None, (), {k: values[v] for k, v in result.items()}
 
 
-def lower_bucket(gm: torch.fx.GraphModule, bucket: Bucket, params: dict, target: Target, overrides: dict,
-                 kv_layout: dict, max_blocks_per_seq: int, vocab_size: int) -> dict[str, Choice]:
+@dataclass(frozen=True)
+class MetaRun:
+    """A bucket's graph run once on meta values, shared by lowering and planning."""
+    bound: tuple[tuple[torch.Tensor, dict], ...]  # placeholder values and what each refers to
+    calls: tuple[tuple, ...]  # what `_calls` yields
+
+    def refs(self) -> _Refs:
+        refs = _Refs()
+        for value, ref in self.bound:
+            refs.bind(value, ref)
+        return refs
+
+
+def meta_run(gm: torch.fx.GraphModule, bucket: Bucket, params: dict, kv_layout: dict, max_blocks_per_seq: int,
+             vocab_size: int) -> MetaRun:
+    refs = _Refs()
+    calls = tuple(_calls(gm, bucket, params, kv_layout, max_blocks_per_seq, refs, vocab_size))
+    return MetaRun(tuple((value, refs.by_id[id(value)]) for value in refs._alive), calls)
+
+
+def lower_bucket(run: MetaRun, target: Target, overrides: dict) -> dict[str, Choice]:
     """The impl of every op node for this bucket's shapes: node name -> Choice."""
-    calls = _calls(gm, bucket, params, kv_layout, max_blocks_per_seq, _Refs(), vocab_size)
-    return {node.name: choose_impl(node, args, target, overrides) for node, op, args, _ in calls if op is not None}
+    return {node.name: choose_impl(node, args, target, overrides) for node, op, args, _ in run.calls if op is not None}
 
 
 def plan_bucket(
     gm: torch.fx.GraphModule,
     bucket: Bucket,
-    params: dict,
+    run: MetaRun,
     target: Target,
     choices: dict[str, Choice],
-    kv_layout: dict,
     max_blocks_per_seq: int,
     vocab_size: int,
 ) -> tuple[dict, list[KernelSpec]]:
     """The plan JSON for one bucket, and the kernel specs its launches name by index ("kernel": i)."""
-    refs = _Refs()
+    refs = run.refs()
     buffers: dict[str, dict] = {}
     lifetimes: dict[str, tuple[int, int]] = {}
     steps, specs = [], []
@@ -185,7 +203,7 @@ def plan_bucket(
         users = [last_use(u) if u.target is operator.getitem else order[u] for u in node.users]
         return max(users, default=order[node])
 
-    for node, op, args, result in _calls(gm, bucket, params, kv_layout, max_blocks_per_seq, refs, vocab_size):
+    for node, op, args, result in run.calls:
         if op is None:
             outputs = {k: refs.of(v)["buffer"] for k, v in result.items()}
             for name in outputs.values():

@@ -8,7 +8,7 @@ into a later one or edits an earlier one's value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +23,7 @@ from .fp8_weights import quantized_linears
 from .lower import Choice
 from .passes import run_passes
 from .quantize import Scheme, build_scheme
-from .plan import buckets, lower_bucket, plan_bucket, with_kernel_ids
+from .plan import MetaRun, buckets, lower_bucket, meta_run, plan_bucket, with_kernel_ids
 from .spec import ModelSpec
 from .tensor_parallel import check_divisible, rank_spec, rank_weights
 from .target import Target
@@ -82,6 +82,7 @@ class Fused:
 class Lowered:
     fused: Fused
     choices: dict[str, dict[str, Choice]]  # bucket name -> node name -> Choice
+    runs: dict[str, MetaRun] = field(repr=False)  # bucket name -> its meta run on meta tensors, which planning reuses
 
     @property
     def lock(self) -> dict:
@@ -151,18 +152,18 @@ def fuse_stage(traced: Traced) -> Fused:
 
 def lower_stage(fused: Fused) -> Lowered:
     i = fused.ingested
-    choices = {b.name: lower_bucket(fused.graph, b, fused.weights, i.target, i.config.op_priority, i.kv_layout, i.max_blocks,
-                                    i.spec.vocab_size)
-               for b in buckets(i.config.max_batch_size, i.config.max_num_batched_tokens)}
-    return Lowered(fused, choices)
+    runs = {b.name: meta_run(fused.graph, b, fused.weights, i.kv_layout, i.max_blocks, i.spec.vocab_size)
+            for b in buckets(i.config.max_batch_size, i.config.max_num_batched_tokens)}
+    choices = {name: lower_bucket(run, i.target, i.config.op_priority) for name, run in runs.items()}
+    return Lowered(fused, choices, runs)
 
 
 def plan_stage(lowered: Lowered) -> Planned:
     fused, i = lowered.fused, lowered.fused.ingested
     plans, specs = {}, {}
     for bucket in buckets(i.config.max_batch_size, i.config.max_num_batched_tokens):
-        plans[bucket.name], found = plan_bucket(fused.graph, bucket, fused.weights, i.target, lowered.choices[bucket.name],
-                                                i.kv_layout, i.max_blocks, i.spec.vocab_size)
+        plans[bucket.name], found = plan_bucket(fused.graph, bucket, lowered.runs[bucket.name], i.target,
+                                                lowered.choices[bucket.name], i.max_blocks, i.spec.vocab_size)
         specs[bucket.name] = tuple(found)
     return Planned(lowered, plans, specs)
 
@@ -198,7 +199,7 @@ def dump(value) -> object:
     if isinstance(value, Target):
         return value.name
     if hasattr(value, "__dataclass_fields__"):
-        return {f.name: dump(getattr(value, f.name)) for f in fields(value)}
+        return {f.name: dump(getattr(value, f.name)) for f in fields(value) if f.repr}  # repr=False: not stage data
     if isinstance(value, dict):
         return {str(k): dump(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
