@@ -113,6 +113,20 @@ def test_same_output_alone_batched_and_without_overlap(bundle, engine):
         serial.close()
 
 
+def test_penalised_and_constrained_outputs_survive_preemption(bundle, engine):
+    prompts = [PROMPT, "Simple is better", "Flat is", "Errors should"]
+    params = [SamplingParams(max_tokens=30, temperature=0.9, seed=s, repetition_penalty=1.3, presence_penalty=0.5,
+                             min_tokens=5, logit_bias=((7, 2.0),), ignore_eos=True) for s in range(4)]
+    alone = [engine.generate([pr], p)[0].token_ids for pr, p in zip(prompts, params)]
+    tight = Engine.load(bundle, device="cpu", num_kv_blocks=6)  # 96 tokens of KV for 4 sequences of up to ~40
+    try:
+        together = [c.token_ids for c in tight.generate(prompts, params)]
+        assert tight.scheduler.num_preemptions > 0, "the pool was meant to force preemption"
+    finally:
+        tight.close()
+    assert together == alone
+
+
 # whitespace between tokens is fixed: the zen model, which never saw JSON, would pad it without end
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["zen", "n", "tag"],
           "properties": {"zen": {"type": "boolean"}, "n": {"enum": [1, 2, 3]}, "tag": {"type": "string", "maxLength": 6}},
