@@ -12,6 +12,7 @@ from .handlers import send_error
 from .protocol import ApiError
 
 MIN_BODY_BYTES, MAX_BODY_BYTES = 1 << 20, 32 << 20
+DRAIN_BYTES = 64 << 20  # after refusing a body, read at most this much more of it before closing
 BODY_BYTES_PER_TOKEN = 256  # JSON text of a prompt token, generously (escapes, chat message framing)
 # A token is rarely longer than this many characters; a text longer than the context times it
 # cannot fit the context, and is refused before it is tokenized.
@@ -34,7 +35,8 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            return await self._refuse(send)
+            await self._refuse(send)
+            return await _discard(receive, DRAIN_BYTES)
         chunks, seen = [], 0
         while True:  # read the body here, refusing it as soon as it is over the limit
             message = await receive()
@@ -43,7 +45,8 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             seen += len(chunks[-1])
             if seen > self.max_bytes:
-                return await self._refuse(send)
+                await self._refuse(send)
+                return await _discard(receive, DRAIN_BYTES)
             if not message.get("more_body", False):
                 break
         body, replayed = b"".join(chunks), False
@@ -60,7 +63,18 @@ class BodyLimit:
     async def _refuse(self, send):
         error = ApiError(f"the request body is over {self.max_bytes} bytes; send a shorter prompt",
                          code="request_too_large")
-        await send_error(send, error, ((b"connection", b"close"),))
+        await send_error(send, error)  # the body is then drained, so the connection may stay open
+
+
+async def _discard(receive, limit: int) -> None:
+    """Read and drop what the client is still sending (up to `limit` bytes), so that a client that writes its
+    whole body before reading sees the refusal rather than a connection closed under it."""
+    seen = 0
+    while seen <= limit:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+        seen += len(message.get("body", b""))
 
 
 def check_text(text: str, field: str, max_chars: int) -> None:
