@@ -13,6 +13,7 @@ import torch
 import torch.fx
 
 from .layer import LOCAL_ROPE_TABLE, ROPE_TABLE, Layer
+from llmc.artifacts.plan_schema import STEP_INPUTS as STEP_INPUT_DTYPES
 from llmc.errors import UserError
 
 from .rope import cos_sin_cache
@@ -21,27 +22,8 @@ from .tensor_parallel import VOCAB_START
 
 ops = torch.ops.llmc
 
-# name -> dtype of the per-step inputs the runtime fills (see docs/FORMAT.md)
-STEP_INPUTS = {
-    "input_ids": torch.int32,
-    "positions": torch.int32,
-    "slot_mapping": torch.int32,
-    "block_tables": torch.int32,
-    "seq_lens": torch.int32,
-    "query_start_loc": torch.int32,
-    "logits_indices": torch.int32,
-    "temperature": torch.float32,
-    "top_k": torch.int32,
-    "top_p": torch.float32,
-    "min_p": torch.float32,
-    "uniform": torch.float32,
-    "logprob_token_ids": torch.int32,
-    "num_logprobs": torch.int32,
-    "logit_edit_index": torch.int32,
-    "logit_edit_values": torch.float32,
-    "allowed_bitmask": torch.int32,
-    "bitmask_on": torch.int32,
-}
+# name -> torch dtype of the per-step inputs the runtime fills (see docs/FORMAT.md)
+STEP_INPUTS = {name: getattr(torch, dtype) for name, dtype in STEP_INPUT_DTYPES.items()}
 
 
 class _Builder:

@@ -20,7 +20,7 @@ from .ir.ops.collective import Collective
 from .kernel_spec import KernelSpec, arg_type, spec_from_launch
 from .launch import Launch, Out, launch_context
 from .lower import Choice, choose_impl
-from llmc.artifacts.plan_schema import logit_edit_capacity
+from llmc.artifacts.plan_schema import step_input_shapes
 
 from .model import STEP_INPUTS
 from .target import Target
@@ -43,14 +43,8 @@ class Bucket:
 
 
 def input_shapes(bucket: Bucket, max_blocks_per_seq: int, vocab_size: int) -> dict[str, tuple[int, ...]]:
-    t, b, r, e = bucket.num_tokens, bucket.num_seqs, bucket.num_logits, logit_edit_capacity(bucket.num_logits)
-    return {
-        "input_ids": (t,), "positions": (t,), "slot_mapping": (t,), "block_tables": (b, max_blocks_per_seq),
-        "seq_lens": (b,), "query_start_loc": (b + 1,), "logits_indices": (r,),
-        "temperature": (r,), "top_k": (r,), "top_p": (r,), "min_p": (r,), "uniform": (r,), "logprob_token_ids": (r,), "num_logprobs": (r,),
-        "logit_edit_index": (e, 2), "logit_edit_values": (e, 3), "allowed_bitmask": (r, -(-vocab_size // 32)),
-        "bitmask_on": (r,),
-    }
+    shapes = step_input_shapes(bucket.num_tokens, bucket.num_seqs, bucket.num_logits, max_blocks_per_seq, vocab_size)
+    return {name: tuple(shape) for name, shape in shapes.items()}
 
 
 def _meta(shape, dtype) -> torch.Tensor:

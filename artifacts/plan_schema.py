@@ -30,6 +30,32 @@ MIN_LOGIT_EDITS, LOGIT_EDITS_PER_ROW = 8192, 512
 def logit_edit_capacity(num_logits: int) -> int:
     """Entries of a plan's logit edits (penalties, logit_bias, min_tokens bans) over all its rows."""
     return max(MIN_LOGIT_EDITS, LOGIT_EDITS_PER_ROW * num_logits)
+# name -> dtype of the per-step inputs the runtime fills, in the order the traced graph takes them
+STEP_INPUTS = {
+    "input_ids": "int32", "positions": "int32", "slot_mapping": "int32", "block_tables": "int32",
+    "seq_lens": "int32", "query_start_loc": "int32", "logits_indices": "int32", "temperature": "float32",
+    "top_k": "int32", "top_p": "float32", "min_p": "float32", "uniform": "float32", "logprob_token_ids": "int32",
+    "num_logprobs": "int32", "logit_edit_index": "int32", "logit_edit_values": "float32", "allowed_bitmask": "int32",
+    "bitmask_on": "int32",
+}
+
+
+def step_input_shapes(t: int, b: int, r: int, max_blocks_per_seq: int, vocab: int) -> dict[str, list[int]]:
+    """Each step input's shape in a plan of T tokens, B sequences and R logits rows."""
+    e = logit_edit_capacity(r)
+    return {"input_ids": [t], "positions": [t], "slot_mapping": [t], "block_tables": [b, max_blocks_per_seq],
+            "seq_lens": [b], "query_start_loc": [b + 1], "logits_indices": [r], "temperature": [r], "top_k": [r],
+            "top_p": [r], "min_p": [r], "uniform": [r], "logprob_token_ids": [r], "num_logprobs": [r],
+            "logit_edit_index": [e, 2], "logit_edit_values": [e, 3], "allowed_bitmask": [r, -(-vocab // 32)],
+            "bitmask_on": [r]}
+
+
+def step_input_specs(t: int, b: int, r: int, max_blocks_per_seq: int, vocab: int) -> dict:
+    """name -> {"shape", "dtype"} of every step input a plan of these dims declares."""
+    shapes = step_input_shapes(t, b, r, max_blocks_per_seq, vocab)
+    return {key: {"shape": shapes[key], "dtype": dtype} for key, dtype in STEP_INPUTS.items()}
+
+
 SCALAR_RANGE = {"i32": (-(2**31), 2**31 - 1), "i64": (-(2**63), 2**63 - 1), "fp32": None}
 ARG_FORMS = ("buffer", "input", "weight", "kv_cache", "const")  # the op's arguments (cpu backend)
 PARAM_FORMS = ("buffer", "input", "weight", "kv_cache", "scalar", "null")  # a kernel's parameters

@@ -15,7 +15,7 @@ import math
 from llmc.errors import BundleError, UserError
 
 from .manifest import DTYPES, MANIFEST
-from .plan_schema import ARENA_ALIGN, MAX_LOGPROBS, logit_edit_capacity
+from .plan_schema import ARENA_ALIGN, MAX_LOGPROBS, STEP_INPUTS, step_input_shapes
 from .safetensors_check import check_safetensors
 
 MALFORMED = "the bundle is malformed: rebuild it with llmc build"
@@ -29,13 +29,6 @@ LIMITS = {
     "build.max_seq_len": 1 << 20, "build.max_batch_size": 1 << 16, "build.kv_block_size": 4096,
     "build.max_num_batched_tokens": 1 << 22,
     "kv_cache.num_layers": 4096, "kv_cache.block_size": 4096, "kv_cache.num_kv_heads": 4096, "kv_cache.head_dim": 4096,
-}
-STEP_INPUTS = {  # name -> dtype; shapes below, from the plan's num_tokens T, num_seqs B, num_logits R
-    "input_ids": "int32", "positions": "int32", "slot_mapping": "int32", "block_tables": "int32",
-    "seq_lens": "int32", "query_start_loc": "int32", "logits_indices": "int32", "temperature": "float32",
-    "top_k": "int32", "top_p": "float32", "min_p": "float32", "uniform": "float32",
-    "logit_edit_index": "int32", "logit_edit_values": "float32", "allowed_bitmask": "int32", "bitmask_on": "int32",
-    "logprob_token_ids": "int32", "num_logprobs": "int32",
 }
 GRID_LIMITS = (2**31 - 1, 65535, 65535)
 ARENA_ROWS_PER_TOKEN, MIN_ARENA_LIMIT = 64, 64 << 20
@@ -230,22 +223,8 @@ class _Everything(frozenset):
 _ANY_OP = _Everything()
 
 
-def step_input_specs(num_tokens: int, num_seqs: int, num_logits: int, max_blocks_per_seq: int, vocab: int) -> dict:
-    """name -> {"shape", "dtype"} of every step input a plan of these dims declares."""
-    shapes = _input_shapes(num_tokens, num_seqs, num_logits, max_blocks_per_seq, vocab)
-    return {key: {"shape": shapes[key], "dtype": dtype} for key, dtype in STEP_INPUTS.items()}
-
-
-def _input_shapes(t: int, b: int, r: int, mb: int, vocab: int) -> dict:
-    return {"input_ids": [t], "positions": [t], "slot_mapping": [t], "block_tables": [b, mb], "seq_lens": [b],
-            "query_start_loc": [b + 1], "logits_indices": [r], "temperature": [r], "top_k": [r], "top_p": [r],
-            "min_p": [r], "uniform": [r], "logit_edit_index": [logit_edit_capacity(r), 2],
-            "logit_edit_values": [logit_edit_capacity(r), 3], "allowed_bitmask": [r, -(-vocab // 32)],
-            "bitmask_on": [r], "logprob_token_ids": [r], "num_logprobs": [r]}
-
-
 def _check_inputs(plan: dict, doc: str, vocab: int) -> None:
-    shapes = _input_shapes(plan["num_tokens"], plan["num_seqs"], plan["num_logits"], plan["max_blocks_per_seq"], vocab)
+    shapes = step_input_shapes(plan["num_tokens"], plan["num_seqs"], plan["num_logits"], plan["max_blocks_per_seq"], vocab)
     missing = [key for key in STEP_INPUTS if key not in plan["inputs"]]
     if missing:
         _fail(doc, "inputs", f"lacks {', '.join(missing)}, which this llmc fills each step: an older llmc built it")

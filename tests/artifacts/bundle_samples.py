@@ -8,7 +8,7 @@ import math
 import struct
 
 from llmc.artifacts import BundleWriter, sha256_bytes
-from llmc.artifacts.validate import step_input_specs
+from llmc.artifacts.plan_schema import step_input_specs
 
 KERNEL_BYTES = b"\x7fELF fake cubin"
 KERNEL_ID = sha256_bytes(KERNEL_BYTES)

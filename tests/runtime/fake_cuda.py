@@ -8,15 +8,12 @@ import struct
 import numpy as np
 import pytest
 from llmc.artifacts import Bundle, BundleWriter, sha256_bytes
-from llmc.artifacts.plan_schema import logit_edit_capacity
+from llmc.artifacts.plan_schema import step_input_specs
 from fake_driver import OK, SIZES, CUresult, FakeDriver  # noqa: F401  (re-exported to the tests)
 
 # ---- a tiny bundle that the fake kernels compute on -----------------------------------------
 
 V, H, BLOCK = 16, 4, 4  # vocab, hidden (= head_dim, one KV head), KV block size
-INPUTS = ("input_ids", "positions", "slot_mapping", "block_tables", "seq_lens", "query_start_loc",
-          "logits_indices", "temperature", "top_k", "top_p", "min_p", "uniform", "logit_edit_index",
-          "logit_edit_values", "allowed_bitmask", "bitmask_on", "logprob_token_ids", "num_logprobs")
 ABI = {
     "embed_kernel": ["*i32", "*fp32", "*fp32", "*fp32", "i32", "*i8", "*i8"],
     "kv_write_kernel": ["*fp32", "*fp32", "*fp32", "*i32", "i32", "*i8", "*i8"],
@@ -64,18 +61,12 @@ def sample_kernel(fake, grid, v):  # token[r] = int(x[idx[r], 0]); logits[r] = o
 
 
 def plan_json(name, kind, T, B, R, arena_extra=0):
-    shapes = {"input_ids": [T], "positions": [T], "slot_mapping": [T], "block_tables": [B, 4], "seq_lens": [B],
-              "query_start_loc": [B + 1], "logits_indices": [R], "temperature": [R], "top_k": [R], "top_p": [R],
-              "min_p": [R], "uniform": [R], "logit_edit_index": [logit_edit_capacity(R), 2],
-              "logit_edit_values": [logit_edit_capacity(R), 3], "allowed_bitmask": [R, -(-V // 32)], "bitmask_on": [R],
-              "logprob_token_ids": [R], "num_logprobs": [R]}
-    floats = ("temperature", "top_p", "min_p", "uniform", "logit_edit_values")
     k = {"kv_cache": "k", "layer": 0}
     vv = {"kv_cache": "v", "layer": 0}
     return {
         "name": name, "kind": kind, "num_tokens": T, "num_seqs": B, "num_logits": R, "max_blocks_per_seq": 4,
         "arena_bytes": 768 + arena_extra,
-        "inputs": {key: {"shape": shapes[key], "dtype": "float32" if key in floats else "int32"} for key in INPUTS},
+        "inputs": step_input_specs(T, B, R, 4, V),
         "buffers": {"x": {"offset": 0, "shape": [T, H], "dtype": "float32"},
                     "logits": {"offset": 256, "shape": [R, V], "dtype": "float32"},
                     "next": {"offset": 512, "shape": [R], "dtype": "int32"}},
