@@ -33,6 +33,7 @@ MODELS = {
 }
 FLUSH_BYTES = 256 << 20  # copies of a kernel's data per timing: at least this much (H100 L2: 50 MB)
 MAX_COPIES = 64
+SWEEP_ROWS = [int(m) for m in os.environ.get("SWEEP_ROWS", "1,8").split(",")]
 ROWS: list[dict] = []
 CEIL: dict[str, float] = {}
 
@@ -196,17 +197,17 @@ def sweep(model):
     hidden, hq, hk, hd, inter, vocab = MODELS[model]
     header(f"sweep: gemv_kernel, {model}")
     impl = OPS["linear"].impls["triton_gemv"]
-    for n, k in (((hq + 2 * hk) * hd, hidden), (hidden, inter), (2 * inter, hidden)):
+    for n, k in (((hq + 2 * hk) * hd, hidden), (hidden, hq * hd), (hidden, inter), (2 * inter, hidden)):
         copies = copies_for(n * k * 2)
         weights = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
-        for m in (1, 8):
+        for m in SWEEP_ROWS:
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
             if m == 1:
-                configs = [(bn, bk, w, 3) for bn in (4, 8, 16, 32) for bk in (256, 512, 1024) for w in (4, 8)]
+                configs = [(bn, bk, w, s) for bn in (2, 4, 8, 16) for bk in (512, 1024, 2048, 4096) for w in (2, 4, 8) for s in (2, 3)]
             else:
                 configs = [(bn, bk, 4, s) for bn in (16, 32) for bk in (128, 256) for s in (3, 4, 5)]
             for bn, bk, w, s in configs:
-                if bn * bk > 16384 or bk > k:
+                if bn * bk > 16384 or bk > max(k, 512) or (m == 1 and bn * bk < 2048):
                     continue
                 grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), 1, 1)
                 shape = f"M={m} N={n} K={k} BN={bn} BK={bk} w={w} s={s}"

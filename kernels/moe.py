@@ -178,7 +178,8 @@ def _ok(x, w13, w2, topk_weights, topk_ids):
             and topk_ids.shape[0] == x.shape[0] and all(t.is_contiguous() for t in (x, w13, w2, topk_weights, topk_ids)))
 
 
-# Launch rule, decode: BLOCK_N 32 columns by BLOCK_K 64 per step, one program per (row, column block).
+# Launch rule, decode: one program per (row, 4 columns), up to 2048 of K a step: the dense gemv's
+# measured rule (thin slices of W, long steps), the silu between the two products its own launch.
 @OPS["fused_moe"].register_impl(
     "triton_decode", targets=GPU_TARGETS, launches=True,
     supports_args=lambda x, w13, w2, topk_weights, topk_ids: _ok(x, w13, w2, topk_weights, topk_ids)
@@ -190,8 +191,10 @@ def fused_moe_decode(x, w13, w2, topk_weights, topk_ids):
     gate_up, act, down = (_scratch((rows, n), x.dtype, x) for n in (two_i, inter, h))
 
     def gemv(a, w, out, n, k, a_div, scale):
-        meta = dict(N=n, K=k, A_DIV=a_div, SCALE=scale is not None, BLOCK_N=32, BLOCK_K=64)
-        return Launch(moe_gemv_kernel, (rows, triton.cdiv(n, 32)), (a, w, out, topk_ids, scale), meta, num_warps=4)
+        block_k = min(2048, triton.next_power_of_2(k))
+        meta = dict(N=n, K=k, A_DIV=a_div, SCALE=scale is not None, BLOCK_N=4, BLOCK_K=block_k)
+        return Launch(moe_gemv_kernel, (rows, triton.cdiv(n, 4)), (a, w, out, topk_ids, scale), meta,
+                      num_warps=8 if block_k == 2048 else 4)
 
     return [gemv(x, w13, gate_up, two_i, h, topk, None), gated_launch("silu_and_mul", gate_up, act),
             gemv(act, w2, down, h, inter, 1, topk_weights), _sum(down, t, h, topk)]

@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from llmc.aot.ir import OPS
-from llmc.kernels.launch import Launch, Out
+from llmc.kernels.launch import Launch, Out, current_launch_context
 from llmc.kernels.targets import GPU_TARGETS
 
 
@@ -122,10 +122,13 @@ def qkv_rope_cache_kernel(
     tl.store(v_out + 2 * rot_half, tl.load(v_in + 2 * rot_half, mask=to_cache & rest, other=0.0), mask=to_cache & rest)
 
 
-def _head_blocks(heads, head_dim, rot):
-    # a program holds up to 256 (head, half-column) pairs: 4 heads of 128, 8 of 64
+def _head_blocks(tokens, heads, head_dim, rot):
+    # a program holds up to 256 (head, half-column) pairs: 4 heads of 128, 8 of 64; fewer heads when
+    # that leaves multiprocessors idle (a decode step of a few tokens: one head per program)
     block_half = triton.next_power_of_2(max(rot // 2, head_dim - rot))
     block_h = min(triton.next_power_of_2(heads), max(1, 256 // block_half))
+    while block_h > 1 and tokens * triton.cdiv(heads, block_h) < current_launch_context().num_sms:
+        block_h //= 2
     return block_h, block_half
 
 
@@ -140,7 +143,7 @@ def rotary_embedding_triton(q, k, positions, cos_sin_cache, head_dim):
     launches = []
     for i, x in enumerate((q, k)):
         heads = x.shape[1] // head_dim
-        block_h, block_half = _head_blocks(heads, head_dim, cos_sin_cache.shape[1])
+        block_h, block_half = _head_blocks(x.shape[0], heads, head_dim, cos_sin_cache.shape[1])
         launches.append(Launch(
             rotary_embedding_kernel,
             grid=(x.shape[0], triton.cdiv(heads, block_h)),
@@ -167,7 +170,7 @@ def _qkv_rope_cache_fits(qkv, positions, cos_sin_cache, q_norm_weight, k_norm_we
 def qkv_rope_cache_triton(qkv, positions, cos_sin_cache, q_norm_weight, k_norm_weight, k_cache, v_cache,
                           slot_mapping, num_q_heads, num_kv_heads, head_dim, eps):
     # grid (tokens, groups of q-then-k heads); everything of a head stays in registers
-    block_h, block_half = _head_blocks(num_q_heads + num_kv_heads, head_dim, cos_sin_cache.shape[1])
+    block_h, block_half = _head_blocks(qkv.shape[0], num_q_heads + num_kv_heads, head_dim, cos_sin_cache.shape[1])
     return [
         Launch(
             qkv_rope_cache_kernel,
