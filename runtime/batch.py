@@ -2,7 +2,8 @@
 smallest bucket that holds it, pad the rest. The engine's steps go through runner.py instead.
 
 Padding follows docs/FORMAT.md: padded tokens write nothing to the cache (slot -1), padded
-sequences have length 0, padded logits rows are greedy on row 0.
+sequences have length 0, padded logits rows are greedy on row 0. A batch edits no logits and
+masks no tokens, so its inputs leave out the sparse ones (sparse_inputs.py).
 """
 
 from __future__ import annotations
@@ -73,14 +74,11 @@ def fill_inputs(plan: dict, batch: StepBatch) -> dict[str, np.ndarray]:
     starts[1 : len(batch.query_lens) + 1] = np.cumsum(batch.query_lens)
     starts[len(batch.query_lens) + 1 :] = starts[len(batch.query_lens)]
     rows = list(zip(*batch.rows)) or [(), (), (), ()]
-    shape = {key: tuple(spec["shape"]) for key, spec in plan["inputs"].items()}
-    neutral = {  # no min_p, no logit edits, no token mask (inputs of bundles that have them)
-        "min_p": np.zeros(r, np.float32), "logit_edit_index": np.full(shape.get("logit_edit_index", 0), -1, np.int32),
-        "logit_edit_values": np.zeros(shape.get("logit_edit_values", 0), np.float32),
-        "allowed_bitmask": np.zeros(shape.get("allowed_bitmask", 0), np.int32), "bitmask_on": np.zeros(r, np.int32),
+    neutral = {  # no min_p, no token mask, no logprobs (inputs of bundles that have them)
+        "min_p": np.zeros(r, np.float32), "bitmask_on": np.zeros(r, np.int32),
         "logprob_token_ids": np.full(r, -1, np.int32), "num_logprobs": np.full(r, -1, np.int32),
     }
-    return {key: value for key, value in neutral.items() if key in shape} | {
+    return {key: value for key, value in neutral.items() if key in plan["inputs"]} | {
         "input_ids": _padded(batch.token_ids, t, 0, np.int32),
         "positions": _padded(batch.positions, t, 0, np.int32),
         "slot_mapping": _padded(batch.slots, t, -1, np.int32),

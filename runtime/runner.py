@@ -14,6 +14,9 @@ The backend protocol: `inputs(plan_name)` (dict of writable numpy arrays for the
 `wait(handle)` (next_tokens int32 [R], logits float32 [R, V] or None). When a row asks for log
 probabilities, `launch` also gets `want_logprobs=True` and `wait` adds the plan's three logprobs
 outputs; rows of prompt positions (prompt logprobs) follow the sampled rows and sample nothing used.
+The logit edits fill the leading rows of `logit_edit_index`, -1 every row after them (`_put` pads
+what the last step used), and the bitmask rows of unmasked rows are left as they are: a backend
+copies only what a step uses (sparse_inputs.py).
 """
 
 from __future__ import annotations

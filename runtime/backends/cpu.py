@@ -12,11 +12,12 @@ import numpy as np
 from llmc.artifacts.manifest import DTYPES
 from llmc.artifacts.plan_schema import LOGPROB_OUTPUTS
 from llmc.errors import BundleError
+from llmc.runtime.sparse_inputs import NEUTRAL
 
 CPU_KV_BYTES = 2 << 30  # the default KV pool on the cpu backend
 
 # FORMAT.md's padding; every other input pads with 0
-PADS = {"slot_mapping": -1, "top_p": 1.0, "logprob_token_ids": -1, "num_logprobs": -1}
+PADS = {"slot_mapping": -1, "top_p": 1.0, "logprob_token_ids": -1, "num_logprobs": -1, "logit_edit_index": -1}
 
 
 class CpuBackend:
@@ -85,8 +86,11 @@ class CpuBackend:
         return ref["const"]
 
     def run(self, plan: dict, inputs: dict[str, np.ndarray], want_logits: bool, want_logprobs: bool = False):
+        """One step; `inputs` may leave out the sparse inputs when the step uses none (sparse_inputs.py)."""
         torch = self.torch
-        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
+        unused = {key: np.full(spec["shape"], NEUTRAL[key], spec["dtype"])
+                  for key, spec in plan["inputs"].items() if key in NEUTRAL and inputs.get(key) is None}
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in {**inputs, **unused}.items()}
         with torch.no_grad():
             for step in plan["steps"]:
                 impl = self.ops[step["op"]].impls[step["provider"]]

@@ -19,6 +19,7 @@ import numpy as np
 from llmc.artifacts.manifest import DTYPES
 from llmc.artifacts.safetensors_check import DTYPES as ST_DTYPES
 from llmc.errors import BundleError
+from llmc.runtime.sparse_inputs import NEUTRAL
 
 ALIGN = 256
 STAGING_BYTES = 64 << 20  # per pinned staging buffer; two of them alternate
@@ -250,9 +251,11 @@ class Allocations:
 
 
 def input_offsets(plan: dict) -> tuple[dict[str, int], int]:
-    """Each input's byte offset in the plan's input block (256-aligned), and the block's size."""
+    """Each input's byte offset in the plan's input block (256-aligned), and the block's size. The
+    sparse inputs (sparse_inputs.py) come last, so every other input lies in one leading run."""
     offsets, size = {}, 0
-    for key, spec in plan["inputs"].items():
+    for key in sorted(plan["inputs"], key=lambda k: k in NEUTRAL):  # stable: the plan's order otherwise
+        spec = plan["inputs"][key]
         offsets[key] = size
         size = align(size + math.prod(spec["shape"]) * DTYPES[spec["dtype"]])
     return offsets, size

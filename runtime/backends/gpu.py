@@ -7,9 +7,10 @@ all plans, per-plan input buffers, the KV pool sized from free memory, every pla
 
 The runner's protocol (runner.py): `inputs(plan)` hands out one of two pinned input mirrors
 (alternating, so the host fills step N+1 while step N's copy may still be in flight),
-`launch(plan, feed)` enqueues the input copy, the device-side copies of `feed` (tokens sampled
-by the previous launch, read from the arena where it left them), the graph and the copy of the
-sampled tokens into one of two pinned output slots, and `wait` blocks on that step's event.
+`launch(plan, feed)` enqueues the input copy (of the sparse inputs only what the step uses,
+gpu_steps.py), the device-side copies of `feed` (tokens sampled by the previous launch, read
+from the arena where it left them), the graph and the copy of the sampled tokens into one of
+two pinned output slots, and `wait` blocks on that step's event.
 `run` is one synchronous step. Never imports torch, triton or transformers.
 """
 
@@ -23,6 +24,7 @@ from llmc.artifacts.manifest import DTYPES
 from llmc.artifacts.plan_schema import LOGPROB_OUTPUTS
 from llmc.errors import BundleError
 from llmc.runtime.compat import check_compat
+from llmc.runtime.sparse_inputs import NEUTRAL
 from llmc.runtime.tensor_parallel.layout import weight_files
 
 from .cuda_launch import capture_graph, load_kernels, prepare_launch, scratch_bytes
@@ -35,7 +37,7 @@ from .gpu_steps import GpuSteps, PlanState
 KV_RESERVE = 256 << 20  # bytes left free after the KV pool: graph executables, driver needs
 MAX_KV_BLOCKS = 1 << 21  # bounds the host's block bookkeeping; real models reach memory first
 # FORMAT.md's padding; every other input pads with 0
-PAD_VALUES = {"slot_mapping": -1, "top_p": 1.0, "logprob_token_ids": -1, "num_logprobs": -1}
+PAD_VALUES = {"slot_mapping": -1, "top_p": 1.0, "logprob_token_ids": -1, "num_logprobs": -1, "logit_edit_index": -1}
 
 
 def checked_driver(driver_cls, query_device, backend: str, manifest: dict, device_index: int, driver_module):
@@ -154,7 +156,7 @@ class GpuBackend(GpuSteps):
         limited_by = self._alloc_kv(plans, utilization, num_kv_blocks)
 
         for name, plan in plans.items():
-            resolve = self._resolver(plan, inputs[name][0])
+            resolve = self._resolver(plan, inputs[name]["dev_inputs"])
             launches = []
             for i, step in enumerate(plan["steps"]):
                 where = f"{name} step {i} ({step['node']})"
@@ -162,7 +164,7 @@ class GpuBackend(GpuSteps):
                     launches.append(prepare_collective(step["collective"], self.comm, resolve, where))
                 launches += [prepare_launch(launch, *kernels[launch["kernel"]], resolve, scratch, where, self.warp_size)
                              for launch in step.get("launches", [])]
-            self.plans[name] = PlanState(plan, launches, *inputs[name], outputs=_outputs(plan))
+            self.plans[name] = PlanState(plan, launches, **inputs[name], outputs=_outputs(plan))
         self._alloc_outputs()
         self._events = [(drv.event_create(timing=False), drv.event_create(timing=False)) for _ in range(2)]
 
@@ -183,10 +185,10 @@ class GpuBackend(GpuSteps):
             "gpu_memory_utilization": utilization, "device_bytes": self.allocs.device_bytes,
         }
 
-    def _alloc_inputs(self, plans: dict[str, dict]) -> dict[str, tuple]:
+    def _alloc_inputs(self, plans: dict[str, dict]) -> dict[str, dict]:
         """One device and two pinned allocations (alternate steps) holding every plan's inputs; each
         plan keeps its own slice, so a captured graph's pointers stay valid.
-        name -> (dev, host, bytes, views, [host per slot], [views per slot])."""
+        name -> PlanState's fields of its inputs."""
         layouts, total = {}, 0
         for name, plan in plans.items():
             offsets, size = input_offsets(plan)
@@ -199,8 +201,12 @@ class GpuBackend(GpuSteps):
             specs = plans[name]["inputs"]
             slot_views = [{key: host_view(host + base + offsets[key], spec["shape"], spec["dtype"])
                            for key, spec in specs.items()} for host in hosts]
-            result[name] = (dev + base, hosts[0] + base, size, slot_views[0],
-                            [host + base for host in hosts], slot_views)
+            # the memset's zeros read as edits (row 0, token 0) in every row, until the warm-up resets them
+            edits = specs["logit_edit_index"]["shape"][0] if "logit_edit_index" in specs else 0
+            result[name] = {"dev_inputs": dev + base, "host_inputs": hosts[0] + base, "views": slot_views[0],
+                            "slot_hosts": [host + base for host in hosts], "slot_views": slot_views, "offsets": offsets,
+                            "dense_bytes": min((offsets[key] for key in NEUTRAL if key in offsets), default=size),
+                            "device_edits": edits}
         return result
 
     def _alloc_scratch(self, plans: dict[str, dict], kernels: dict) -> dict[str, int]:

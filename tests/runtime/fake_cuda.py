@@ -21,9 +21,11 @@ ABI = {
 }
 KERNEL_META = {"embed_kernel": {"shared": 0, "global_scratch_size": 0},
                "kv_write_kernel": {"shared": 65536, "global_scratch_size": 0},
-               "sample_kernel": {"shared": 1024, "global_scratch_size": 32}}
+               "sample_kernel": {"shared": 1024, "global_scratch_size": 32},
+               "edit_kernel": {"shared": 0, "global_scratch_size": 0}}
+EDIT_ABI = {"edit_kernel": ["*fp32", "*i32", "*fp32", "*i32", "*i32", "i32", "i32", "*i8", "*i8"]}  # edits=True only
 BINARIES = {name: f"FAKE CUBIN {name}".encode() for name in ABI}
-IDS = {name: sha256_bytes(b) for name, b in BINARIES.items()}
+IDS = {name: sha256_bytes(f"FAKE CUBIN {name}".encode()) for name in {**ABI, **EDIT_ABI}}
 
 
 def _f32(fake, addr, n):
@@ -60,10 +62,25 @@ def sample_kernel(fake, grid, v):  # token[r] = int(x[idx[r], 0]); logits[r] = o
         fake.write(logits_p + 4 * V * r, np.eye(V, dtype=np.float32)[tok].tobytes())
 
 
-def plan_json(name, kind, T, B, R, arena_extra=0):
+def edit_kernel(fake, grid, v):  # logits masked on bitmask_on rows, then edited (kernels/logit_edits.py)
+    logits_p, index_p, values_p, bitmask_p, on_p, rows, num_edits, _, _ = v
+    x = _f32(fake, logits_p, rows * V).reshape(rows, V).copy()
+    words = _i32(fake, bitmask_p, rows * -(-V // 32)).reshape(rows, -1)
+    allowed = (words[:, np.arange(V) // 32] >> (np.arange(V) % 32)) & 1 != 0
+    x[(_i32(fake, on_p, rows) != 0)[:, None] & ~allowed] = -np.inf
+    index = _i32(fake, index_p, 2 * num_edits).reshape(num_edits, 2)
+    r, t = index[:, 0], index[:, 1]
+    live = (r >= 0) & (r < rows) & (t >= 0) & (t < V)
+    scale, bias, add = _f32(fake, values_p, 3 * num_edits).reshape(num_edits, 3)[live].T
+    y = x[r[live], t[live]] + bias
+    x[r[live], t[live]] = np.where(y > 0, y / scale, y * scale) + add
+    fake.write(logits_p, x.astype(np.float32).tobytes())
+
+
+def plan_json(name, kind, T, B, R, arena_extra=0, edits=False):
     k = {"kv_cache": "k", "layer": 0}
     vv = {"kv_cache": "v", "layer": 0}
-    return {
+    plan = {
         "name": name, "kind": kind, "num_tokens": T, "num_seqs": B, "num_logits": R, "max_blocks_per_seq": 4,
         "arena_bytes": 768 + arena_extra,
         "inputs": step_input_specs(T, B, R, 4, V),
@@ -88,6 +105,14 @@ def plan_json(name, kind, T, B, R, arena_extra=0):
                  {"scalar": R, "type": "i32"}, {"scalar": 0.0, "type": "fp32"}, {"scalar": 2**40 + 3, "type": "i64"}]}]},
         ],
     }
+    if edits:  # the logits copied out are edited after sampling (the tokens are not)
+        sparse = [{"input": key} for key in ("logit_edit_index", "logit_edit_values", "allowed_bitmask", "bitmask_on")]
+        plan["steps"].append(
+            {"node": "edit", "op": "edit_logits", "provider": "triton", "outputs": [], "args": [{"buffer": "logits"}],
+             "launches": [{"kernel": IDS["edit_kernel"], "grid": [1], "params": [
+                 {"buffer": "logits"}, *sparse, {"scalar": R, "type": "i32"},
+                 {"scalar": plan["inputs"]["logit_edit_index"]["shape"][0], "type": "i32"}]}]})
+    return plan
 
 
 def safetensors_bytes(tensors: list[tuple[str, str, list[int], bytes]]) -> bytes:
@@ -106,21 +131,23 @@ WEIGHTS = [("embed", "F32", [V, H], TABLE.tobytes()), ("odd", "U8", [6], b"abcde
            ("scale", "F32", [H], np.ones(H, dtype=np.float32).tobytes())]
 
 
-def write_fake_bundle(out, target=("sm90", "cuda", 90), warp_size=32):
+def write_fake_bundle(out, target=("sm90", "cuda", 90), warp_size=32, edits=False):
+    """edits: every plan ends with edit_kernel, which applies the logit edits and bitmask to the logits."""
     with BundleWriter(out) as w:
         w.write_bytes("weights/model.safetensors", safetensors_bytes(WEIGHTS))
-        for plan in (plan_json("decode_b1", "decode", 1, 1, 1), plan_json("decode_b2", "decode", 2, 2, 2),
-                     plan_json("prefill_t8", "prefill", 8, 2, 2, arena_extra=256)):
+        for plan in (plan_json("decode_b1", "decode", 1, 1, 1, edits=edits),
+                     plan_json("decode_b2", "decode", 2, 2, 2, edits=edits),
+                     plan_json("prefill_t8", "prefill", 8, 2, 2, arena_extra=256, edits=edits)):
             w.write_json(f"plans/{plan['name']}.json", plan)
         index = {}
-        for name, types in ABI.items():
+        for name, types in ({**ABI, **EDIT_ABI} if edits else ABI).items():
             index[IDS[name]] = {
                 "file": f"kernels/{IDS[name]}.cubin", "name": name, "target": target[0],
                 "params": [{"name": f"p{i}", "type": t} for i, t in enumerate(types)],
                 "num_warps": 4, "num_ctas": 1, "shared": KERNEL_META[name]["shared"],
                 "global_scratch_size": KERNEL_META[name]["global_scratch_size"], "global_scratch_align": 128,
                 "profile_scratch_size": 0, "profile_scratch_align": 1}
-            w.write_bytes(f"kernels/{IDS[name]}.cubin", BINARIES[name])
+            w.write_bytes(f"kernels/{IDS[name]}.cubin", f"FAKE CUBIN {name}".encode())
         w.write_json("kernels/index.json", {"kernels": index})
         w.write_json("impls.lock.json", {"nodes": {}})
         return w.commit({
@@ -143,8 +170,9 @@ def bundle(tmp_path):
 
 
 def fake_driver(**kw):
-    return FakeDriver(abi=ABI, kernels={"embed_kernel": embed_kernel, "kv_write_kernel": kv_write_kernel,
-                                        "sample_kernel": sample_kernel}, **kw)
+    kernels = {"embed_kernel": embed_kernel, "kv_write_kernel": kv_write_kernel, "sample_kernel": sample_kernel,
+               "edit_kernel": edit_kernel}
+    return FakeDriver(abi={**ABI, **EDIT_ABI}, kernels=kernels, **kw)
 
 
 def step_inputs(plan, ids, slots, logits_indices=None):
@@ -154,5 +182,6 @@ def step_inputs(plan, ids, slots, logits_indices=None):
     inputs["slot_mapping"][:] = -1
     inputs["slot_mapping"][: len(slots)] = slots
     inputs["top_p"][:] = 1.0
+    inputs["logit_edit_index"][:] = -1  # no edits
     inputs["logits_indices"][:] = logits_indices if logits_indices is not None else np.arange(R) % T
     return inputs

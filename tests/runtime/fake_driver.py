@@ -53,6 +53,7 @@ class FakeDriver:
         self.host: dict[int, ctypes.Array] = {}
         self.next_addr = 0x7F00_0000_0000
         self.calls: list[str] = []
+        self.htod: list[int] = []  # bytes of each host-to-device copy
         self.launches: list[tuple] = []  # (name, grid, block, shared, values) as executed
         self.capturing = None
         self.fail: dict[str, CUresult] = {}  # function name -> error to return
@@ -164,6 +165,7 @@ class FakeDriver:
 
     def cuMemcpyHtoDAsync(self, dst, src, n, stream):
         self._rec("cuMemcpyHtoDAsync")
+        self.htod.append(n)
         self.write(dst, ctypes.string_at(src, n))
         return OK
 

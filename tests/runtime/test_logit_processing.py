@@ -164,3 +164,28 @@ def test_logit_bias_outside_the_vocabulary_is_refused(engine):
 
     with pytest.raises(UserError, match="logit_bias token id 384"):
         engine.add_request("x", PROMPT, SamplingParams(logit_bias={384: 1.0}))
+
+
+def test_the_cpu_backend_takes_left_out_sparse_inputs_as_neutral(bundle):
+    from llmc.artifacts import Bundle
+    from llmc.runtime.backends.cpu import CpuBackend
+    from llmc.runtime.batch import StepBatch, fill_inputs
+    from llmc.runtime.sparse_inputs import NEUTRAL
+
+    with Bundle.open(bundle) as b:
+        backend = CpuBackend.open(b, num_kv_blocks=2)
+        plan = b.plan("decode_b1")
+        batch = StepBatch("decode")
+        batch.add_piece([5], 0, [0], 16)
+        batch.add_row(0, SamplingParams(temperature=0.0), 0, 0)
+        inputs = fill_inputs(plan, batch)
+        assert not set(NEUTRAL) & set(inputs)  # a fixed batch writes none of them
+        tokens, logits = backend.run(plan, inputs, True)
+        assert tokens.tolist() == [logits[0].argmax()] and logits[0].argmax() != 7
+        neutral = {key: np.full(plan["inputs"][key]["shape"], value, plan["inputs"][key]["dtype"])
+                   for key, value in NEUTRAL.items()}
+        assert backend.run(plan, inputs | neutral, False)[0].tolist() == tokens.tolist()
+        neutral["logit_edit_index"][0] = 0, 7
+        neutral["logit_edit_values"][0] = 1.0, 100.0, 0.0
+        assert backend.run(plan, inputs | neutral, False)[0].tolist() == [7]
+        backend.close()
