@@ -14,6 +14,7 @@ from llmc.kernels.targets import GPU_TARGETS
 
 LOG2E = 1.4426950408889634
 MIN_KEYS_PER_SPLIT = 256  # fewer keys than this per program: splitting costs more than it gains
+BLOCK_N, NUM_WARPS, NUM_STAGES = 64, 4, 3  # keys per step of the split kernel, and its launch
 
 
 @triton.jit
@@ -182,7 +183,7 @@ def split_kv_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start_
     rows = max(block_tables.shape[0], q.shape[0])
     context = block_tables.shape[1] * block_size
     splits = num_splits(rows, kv_heads, context, max_splits, current_launch_context().num_sms)
-    block_n = 64
+    block_n = BLOCK_N
     split_len = -(-context // splits // block_n) * block_n
     block_d = max(16, triton.next_power_of_2(head_dim))
     meta = dict(NUM_Q_HEADS=q_heads, NUM_KV_HEADS=kv_heads, HEAD_DIM=head_dim, BLOCK_SIZE=block_size, MAX_SPLITS=max_splits,
@@ -191,7 +192,8 @@ def split_kv_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start_
     sizes = (block_tables.shape[0], q.shape[0])
     args = (q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, Out(0), Out(1), *sizes, block_tables.shape[1],
             float(scale) * LOG2E, int(sliding_window), split_len)
-    launches = [Launch(split_kv_attention_kernel, (rows, kv_heads, splits), args, meta, num_warps=4, num_stages=3)]
+    launches = [Launch(split_kv_attention_kernel, (rows, kv_heads, splits), args, meta, num_warps=NUM_WARPS,
+                       num_stages=NUM_STAGES)]
     if splits > 1:
         reduce_meta = dict(NUM_Q_HEADS=q_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
                            BLOCK_S=triton.next_power_of_2(splits), BLOCK_D=block_d)

@@ -5,6 +5,7 @@
 set -u
 WORK=${WORK:-/tmp/pw}; OUT=${OUT:-/tmp/out}; mkdir -p $WORK $OUT
 (setsid nohup bash benchmarks/h200/prepare.sh > $WORK/prepare.log 2>&1 &)
+[ -n "${SWEEP:-}" ] && timeout ${SWEEP_S:-300} python3 benchmarks/h200/sweep_decode.py 2>&1 | grep -v Error
 timeout ${TESTS_S:-150} python3 -m pytest -q -p no:cacheprovider -n 6 tests/gpu -k "${TESTS_K:-(linear or gemv or fp8 or moe or rotary or rope) and not bundle}" 2>&1 | tail -4
 wait_for() { for _ in $(seq 1 $2); do [ -f $1/manifest.json ] && return 0; sleep 1; done; echo "no bundle in $1"; return 1; }
 LLMC_ONLY="--skip hf_eager,hf_compile_b1,hf_compile_b8"
