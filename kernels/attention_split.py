@@ -13,8 +13,9 @@ from llmc.kernels.launch import Launch, Out, current_launch_context
 from llmc.kernels.targets import GPU_TARGETS
 
 LOG2E = 1.4426950408889634
-MIN_KEYS_PER_SPLIT = 256  # fewer keys than this per program: splitting costs more than it gains
+MIN_KEYS_PER_SPLIT = 128  # fewer keys than this per program: splitting costs more than it gains
 BLOCK_N, NUM_WARPS, NUM_STAGES = 64, 4, 3  # keys per step of the split kernel, and its launch
+WIDE = (128, 2, 200_000)  # with splits, where shared memory allows: 128 keys a step, 2 stages
 
 
 @triton.jit
@@ -168,7 +169,11 @@ def num_splits(rows: int, programs_per_row: int, context: int, max_splits: int, 
 
 # Launch rule: whole GQA groups per program (K/V read once); the number of splits from the batch
 # (rows), the heads and the context this plan serves (max_blocks x block size), on this target's
-# multiprocessors; one split runs one kernel, more add the reduction.
+# multiprocessors; one split runs one kernel, more add the reduction. Measured on an H200
+# (benchmarks/h200/sweep_decode.py, Qwen3-0.6B heads, context 2048): at batch 1, 16 splits of 128
+# keys a step take 7.3 / 8.5 / 9.8 us for sequences of 128 / 1024 / 2000 tokens, against 8.2 /
+# 12.4 / 13.5 us for 8 splits of 64; one split keeps 64 keys a step (48.0 against 50.1 us at
+# batch 64, 512 tokens).
 @OPS["split_kv_paged_attention"].register_impl(
     "triton_split_kv",
     targets=GPU_TARGETS,
@@ -183,7 +188,9 @@ def split_kv_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start_
     rows = max(block_tables.shape[0], q.shape[0])
     context = block_tables.shape[1] * block_size
     splits = num_splits(rows, kv_heads, context, max_splits, current_launch_context().num_sms)
-    block_n = BLOCK_N
+    block_n, warps, stages = BLOCK_N, NUM_WARPS, NUM_STAGES
+    if splits > 1 and current_launch_context().shared_mem_per_block >= WIDE[2]:
+        block_n, stages = WIDE[0], WIDE[1]
     split_len = -(-context // splits // block_n) * block_n
     block_d = max(16, triton.next_power_of_2(head_dim))
     meta = dict(NUM_Q_HEADS=q_heads, NUM_KV_HEADS=kv_heads, HEAD_DIM=head_dim, BLOCK_SIZE=block_size, MAX_SPLITS=max_splits,
@@ -192,8 +199,8 @@ def split_kv_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start_
     sizes = (block_tables.shape[0], q.shape[0])
     args = (q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, Out(0), Out(1), *sizes, block_tables.shape[1],
             float(scale) * LOG2E, int(sliding_window), split_len)
-    launches = [Launch(split_kv_attention_kernel, (rows, kv_heads, splits), args, meta, num_warps=NUM_WARPS,
-                       num_stages=NUM_STAGES)]
+    launches = [Launch(split_kv_attention_kernel, (rows, kv_heads, splits), args, meta, num_warps=warps,
+                       num_stages=stages)]
     if splits > 1:
         reduce_meta = dict(NUM_Q_HEADS=q_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
                            BLOCK_S=triton.next_power_of_2(splits), BLOCK_D=block_d)

@@ -150,7 +150,7 @@ def rotary_embedding_triton(q, k, positions, cos_sin_cache, head_dim):
             args=(x, positions, cos_sin_cache, Out(i), heads, head_dim, cos_sin_cache.shape[1] // 2, x.stride(0), x.shape[1],
                   cos_sin_cache.stride(0)),
             constexprs={"BLOCK_H": block_h, "BLOCK_HALF": block_half},
-            num_warps=2,
+            num_warps=1 if block_h <= 2 else 2,
         ))
     return launches
 
@@ -180,6 +180,6 @@ def qkv_rope_cache_triton(qkv, positions, cos_sin_cache, q_norm_weight, k_norm_w
                   k_cache.stride(1), v_cache.stride(1), num_q_heads * head_dim, eps),
             constexprs={"BLOCK_H": block_h, "BLOCK_HALF": block_half,
                         "HAS_Q_NORM": q_norm_weight is not None, "HAS_K_NORM": k_norm_weight is not None},
-            num_warps=2,
+            num_warps=1 if block_h <= 2 else 2,
         )
     ]

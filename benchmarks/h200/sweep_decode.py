@@ -66,7 +66,7 @@ def sweep_attention():
                             continue
                         rows.append((t, f"splits={splits} BN={block_n} w={warps} s={stages}"))
         split_kv.num_splits = rule
-        split_kv.BLOCK_N, split_kv.NUM_WARPS, split_kv.NUM_STAGES = 64, 4, 3
+        split_kv.BLOCK_N, split_kv.NUM_WARPS, split_kv.NUM_STAGES = 64, 4, 3  # as before the sweep
         rule_splits = rule(batch, HK, CONTEXT, 32, torch.cuda.get_device_properties(0).multi_processor_count)
         current = next((t for t, c in rows if c == f"splits={rule_splits} BN=64 w=4 s=3"), None)
         report(f"attention B={batch} len={seq_len} (rule: splits={rule_splits} BN=64 w=4 s=3)", rows, current)

@@ -68,7 +68,7 @@ def test_the_native_function_is_paged_attention():
 @pytest.mark.parametrize("rows, context, sms, want", [
     (1, 32768, 132, 16),  # one sequence, long context: as many splits as allowed
     (256, 32768, 132, 1),  # a full batch fills the GPU alone
-    (4, 600, 132, 2),  # short context: at least 256 keys a split
+    (4, 600, 132, 4),  # short context: at least 128 keys a split
     (64, 4096, 8, 1),  # few multiprocessors, already busy
 ])
 def test_the_launch_rule_splits_small_batches_with_long_contexts(rows, context, sms, want):
