@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import re
 import tempfile
@@ -26,6 +27,7 @@ from triton.backends.compiler import GPUTarget
 from llmc.artifacts.kernel_cache import KernelCache
 from llmc.errors import LlmcError
 
+from .compile_pool import pool_map
 from .target import get_target
 
 from .kernel_spec import (ABI_VERSION, SCRATCH_PARAMS, KernelSpec, arg_type, jit_function,  # noqa: F401
@@ -182,21 +184,18 @@ def kernel_index(kernels: Iterable[CompiledKernel]) -> dict[str, Any]:
 
 
 def compile_kernel(spec: KernelSpec, cache: KernelCache | None) -> CompiledKernel:
-    return _compile_or_load(spec, cache, toolchain(spec.target))[0]
+    kernels, stats = compile_all([spec], cache, workers=1)
+    return kernels[stats.ids[0]]
 
 
-def _compile_or_load(spec: KernelSpec, cache: KernelCache | None, tools: Toolchain, key: str | None = None
-                     ) -> tuple[CompiledKernel, bool]:
-    key = key or kernel_key(spec, tools)
-    if cache is not None and (entry := cache.load(key)) is not None:
-        try:
-            return CompiledKernel.from_meta(entry.payload, entry.meta), True
-        except (KeyError, TypeError, ValueError):  # an entry of another shape: rebuild it
-            cache.discard(key)
-    kernel = _compile(spec)
-    if cache is not None:
-        cache.put(key, kernel.binary, kernel.meta())
-    return kernel, False
+def _load(cache: KernelCache | None, key: str) -> CompiledKernel | None:
+    if cache is None or (entry := cache.load(key)) is None:
+        return None
+    try:
+        return CompiledKernel.from_meta(entry.payload, entry.meta)
+    except (KeyError, TypeError, ValueError):  # an entry of another shape: rebuild it
+        cache.discard(key)
+        return None
 
 
 def _interpreting() -> bool:
@@ -273,9 +272,12 @@ def _identity(spec: KernelSpec) -> tuple:
 
 
 def compile_all(
-    specs: Iterable[KernelSpec], cache: KernelCache | None, progress: Callable[[int, int, KernelSpec, bool], None] | None = None
+    specs: Iterable[KernelSpec], cache: KernelCache | None, progress: Callable[[int, int, KernelSpec, bool], None] | None = None,
+    workers: int | None = None,
 ) -> tuple[dict[str, CompiledKernel], CompileStats]:
-    """Compile (or load) every distinct spec once; `progress(done, total, spec, from_cache)` after each."""
+    """Compile (or load) every distinct spec once; `progress(done, total, spec, from_cache)` after each,
+    the cache hits first. The misses compile in `workers` processes (None: one per CPU); the result
+    does not depend on how many."""
     specs = list(specs)
     tools: dict[str, Toolchain] = {}
     keys, known = [], {}  # a plan's thousands of launches name a few dozen specs: each is keyed once
@@ -287,15 +289,20 @@ def compile_all(
             known[same] = kernel_key(spec, tools[spec.target])
         keys.append(known[same])
     unique = dict(zip(keys, specs))  # key -> first spec with it
-    by_key: dict[str, CompiledKernel] = {}
-    compiled = cached = 0
-    for done, (key, spec) in enumerate(unique.items(), 1):
-        kernel, hit = _compile_or_load(spec, cache, tools[spec.target], key)
-        by_key[key] = kernel
-        cached += hit
-        compiled += not hit
-        if progress is not None:
-            progress(done, len(unique), spec, hit)
-    kernels = {k.id: k for k in by_key.values()}
-    return kernels, CompileStats(compiled=compiled, cached=cached, ids=tuple(by_key[k].id for k in keys))
+    by_key = {key: _load(cache, key) for key in unique}
+    misses = [key for key, kernel in by_key.items() if kernel is None]
+    done = itertools.count(1)
+    for key, kernel in by_key.items():
+        if kernel is not None and progress is not None:
+            progress(next(done), len(unique), unique[key], True)
 
+    def compiled(i: int, kernel: CompiledKernel) -> None:
+        by_key[misses[i]] = kernel
+        if cache is not None:
+            cache.put(misses[i], kernel.binary, kernel.meta())
+        if progress is not None:
+            progress(next(done), len(unique), unique[misses[i]], False)
+
+    pool_map(_compile, [unique[key] for key in misses], workers, compiled)
+    kernels = {k.id: k for k in by_key.values()}
+    return kernels, CompileStats(compiled=len(misses), cached=len(unique) - len(misses), ids=tuple(by_key[k].id for k in keys))

@@ -31,6 +31,7 @@ from llmc.aot.compile import (
     toolchain,
 )
 from llmc.artifacts.kernel_cache import KernelCache
+from llmc.errors import LlmcError
 from llmc.kernels.launch import Launch, Out
 
 KERNELS_SRC = textwrap.dedent(
@@ -256,9 +257,34 @@ def test_corrupt_entry_is_recompiled(built, cache_a):
     seen = []
     again, warm = compile_all(specs, cache_a, progress=lambda done, total, spec, hit: seen.append((done, total, spec.target, hit)))
     assert (warm.compiled, warm.cached) == (1, 2)
-    assert seen == [(1, 3, "sm90", False), (2, 3, "sm80", True), (3, 3, "gfx942", True)]
+    assert seen == [(1, 3, "sm80", True), (2, 3, "gfx942", True), (3, 3, "sm90", False)]  # the hits first
     assert again == kernels
     assert cache_a.get(key) == kernels[stats.ids[0]].binary  # the entry is whole again
+
+
+def test_parallel_and_serial_compiles_give_the_same_kernels(kmod, tmp_path):
+    x = torch.empty(100, dtype=torch.float32, device="meta")
+    bias = spec_from_launch(Launch(kmod.bias_kernel, (1,), (x, None, Out(0), 100), {"BLOCK": 128}), ["*fp32", "constexpr", "*fp32", "i32"], "sm80")
+    specs = [axpy_spec(kmod, "sm90", block=128), bias, axpy_spec(kmod, "gfx942", fp_fusion=False)]
+    cache = KernelCache(tmp_path / "cache")
+    seen = []
+    parallel, p_stats = compile_all(specs + specs[:1], cache, lambda done, total, spec, hit: seen.append((done, total, hit)), workers=3)
+    serial, s_stats = compile_all(specs + specs[:1], None, workers=1)
+    assert parallel == serial and list(parallel) == list(serial)
+    assert p_stats == s_stats and p_stats.compiled == 3
+    assert sorted(seen) == [(1, 3, False), (2, 3, False), (3, 3, False)]
+    warm, w_stats = compile_all(specs, cache, workers=3)  # what the workers compiled, the parent stored
+    assert warm == serial and (w_stats.compiled, w_stats.cached) == (0, 3)
+
+
+def test_a_compile_error_in_a_worker_is_the_same_llmc_error(kmod):
+    bad = axpy_spec(kmod, "sm90", block=100)  # tl.arange needs a power of 2
+    with pytest.raises(LlmcError) as serial:
+        compile_kernel(bad, None)
+    with pytest.raises(LlmcError) as parallel:
+        compile_all([axpy_spec(kmod, "sm80"), bad], None, workers=2)
+    assert type(parallel.value) is type(serial.value) and str(parallel.value) == str(serial.value)
+    assert str(serial.value).startswith("compiling axpy_kernel for sm90 failed: ") and "power of 2" in str(serial.value)
 
 
 def test_compiled_kernel_round_trips_through_the_cache_meta(built):
@@ -320,7 +346,7 @@ def test_toolchain_knows_triton_and_ptxas():
 # -- interpreter mode -------------------------------------------------------------------------
 
 INTERPRET_SCRIPT = """
-import importlib.util, json, os, sys
+import dataclasses, importlib.util, json, os, sys
 assert os.environ["TRITON_INTERPRET"] == "1"
 import torch
 spec = importlib.util.spec_from_file_location("llmc_test_kernels_a", sys.argv[1])
@@ -329,12 +355,13 @@ assert type(mod.axpy_kernel).__name__ == "InterpretedFunction"
 x, y, out = torch.randn(300), torch.randn(300), torch.empty(300)
 mod.axpy_kernel[(2,)](x, y, out, 300, 0.5, BLOCK=256)  # runs on the CPU interpreter
 assert torch.allclose(out, 0.5 * x + y)
-from llmc.aot.compile import compile_kernel, kernel_key, spec_from_launch, toolchain
+from llmc.aot.compile import compile_all, compile_kernel, kernel_key, spec_from_launch, toolchain
 from llmc.kernels.launch import Launch, Out
 m = torch.empty(1823, dtype=torch.bfloat16, device="meta")
 s = spec_from_launch(Launch(mod.axpy_kernel, (8,), (m, m, Out(0), 1823, 0.5), {"BLOCK": 256}), ["*bf16"] * 3 + ["i32", "fp32"], "sm90")
 k = compile_kernel(s, None)
-print(json.dumps({"id": k.id, "key": kernel_key(s, toolchain("sm90"))}))
+both, stats = compile_all([s, dataclasses.replace(s, target="sm80")], None, workers=2)
+print(json.dumps({"id": k.id, "key": kernel_key(s, toolchain("sm90")), "ids": stats.ids}))
 """
 
 
@@ -346,4 +373,4 @@ def test_compiles_real_cubins_under_the_interpreter(built, kmod, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result == {"id": stats.ids[0], "key": kernel_key(specs[0], toolchain("sm90"))}
+    assert result == {"id": stats.ids[0], "key": kernel_key(specs[0], toolchain("sm90")), "ids": list(stats.ids[:2])}
