@@ -14,6 +14,7 @@ from llmc.kernels.targets import GPU_TARGETS
 
 LOG2E = 1.4426950408889634
 MIN_KEYS_PER_SPLIT = 128  # fewer keys than this per program: splitting costs more than it gains
+SPLIT_FROM = 512  # plans serving fewer keys per sequence take the one-pass decode kernel
 BLOCK_N, NUM_WARPS, NUM_STAGES = 64, 4, 3  # keys per step of the split kernel, and its launch
 WIDE = (128, 2, 200_000)  # with splits, where shared memory allows: 128 keys a step, 2 stages
 
@@ -219,7 +220,7 @@ def _splits_for(q, k_cache, block_tables) -> int:
 
 
 def _long_context(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale, sliding_window):
-    return max_query_len == 1 and block_tables.shape[1] * k_cache.shape[1] >= 2 * MIN_KEYS_PER_SPLIT
+    return max_query_len == 1 and block_tables.shape[1] * k_cache.shape[1] >= SPLIT_FROM
 
 
 # As a provider of plain decode attention: chosen (by the priority list) for decode plans whose
