@@ -16,7 +16,7 @@ import torch
 
 from llmc.errors import UserError
 
-from .ir.ops.fp8 import FP8, dequantize_fp8, quantize_fp8
+from .ir.ops.fp8 import FP8, dequantize_fp8, quantize_fp8, row_scales_fp8
 from .quantize import Scheme
 from .weights import Source, Weight
 
@@ -42,7 +42,7 @@ def quantized_linears(params: dict) -> dict:
         if LINEAR.fullmatch(name):
             n = weight.shape[0]
             out[name] = Weight(weight.shape, FP8, lambda w=weight: quantize_fp8(w.load(), 0)[0], f"fp8({weight.doc})")
-            out[scale_name(name)] = ScaleWeight((n, 1), torch.float32, lambda w=weight: quantize_fp8(w.load(), 0)[1],
+            out[scale_name(name)] = ScaleWeight((n, 1), torch.float32, lambda w=weight: row_scales_fp8(w.load()),
                                                 f"fp8_scale({weight.doc})", 0)
         else:
             out[name] = weight

@@ -25,14 +25,23 @@ MIN_SCALE = 1e-12  # an all-zero row or group gets this scale, not 0 (no 0 / 0)
 
 def quantize_fp8(x: Tensor, group_size: int) -> tuple[Tensor, Tensor]:
     """x [T, K] -> (e4m3 [T, K], float32 scales [T, ceil(K / G)] or [T, 1] for G = 0)."""
+    if not group_size:  # per row, in three passes over x (the build quantizes every linear weight this way)
+        scale = row_scales_fp8(x)
+        q = x.to(torch.float32, copy=True).div_(scale).clamp_(-FP8_MAX, FP8_MAX).to(FP8)
+        return q, scale
     xf = x.float()
     t, k = xf.shape
-    g = group_size or k
+    g = group_size
     groups = -(-k // g)
     padded = torch.nn.functional.pad(xf, (0, groups * g - k)).reshape(t, groups, g)
     scale = (padded.abs().amax(-1) / FP8_MAX).clamp_min(MIN_SCALE)  # [T, groups]
     q = (padded / scale[..., None]).clamp(-FP8_MAX, FP8_MAX).to(FP8)
     return q.reshape(t, groups * g)[:, :k], scale
+
+
+def row_scales_fp8(x: Tensor) -> Tensor:
+    """quantize_fp8(x, 0)'s scales [T, 1] alone: the largest |x| of each row is exact in x's dtype."""
+    return (x.abs().amax(-1, keepdim=True).float() / FP8_MAX).clamp_min(MIN_SCALE)
 
 
 def dequantize_fp8(q: Tensor, scale: Tensor, group_size: int) -> Tensor:
