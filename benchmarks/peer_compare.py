@@ -10,7 +10,8 @@ continues where a timed-out one stopped): a bf16 checkpoint from the real config
 weights (created on the GPU, saved with a word-level tokenizer of the full vocabulary), `llmc
 build --target <this GPU>`, `llmc bench` at batch 1 and batch 8 (in 32 / out 128), then
 transformers eager and transformers with a static cache + torch.compile(mode="reduce-overhead",
-fullgraph=True), each in its own process. Prints a table of decode ms/step, batch-8 latency and
+fullgraph=True), each in its own process; and one request of 1024 tokens through llmc's engine, which
+prepares the next step while one runs (`llmc run`'s path). Prints a table of decode ms/step, batch-8 latency and
 start-up cost, as multiples of the floor (weight bytes / measured copy bandwidth) and of each
 peer; writes every number to $OUT/peer_compare_<model>.json (and to --work).
 """
@@ -262,6 +263,22 @@ def main() -> None:
             return json.loads(out.read_text()) if code == 0 else {"error": f"llmc bench exited {code}: {tail}"}
         return fn
 
+    def llmc_engine(output_len: int):
+        """One request through the engine as `llmc run` serves it (next step prepared while one runs):
+        the wall time per output token, prefill included."""
+        def fn():
+            if "error" in results.get("build", {}):
+                return {"error": "no bundle"}
+            out = work / "llmc_engine_b1.json"
+            code, tail = run(bench + [str(bundle), "--throughput", "--num-prompts", "1", "--max-concurrency", "1",
+                                      "--input-len", str(INPUT_LEN), "--output-len", str(output_len), "--verify", "none",
+                                      "--output-json", str(out)], left() - 10, work / "llmc_engine_b1.log")
+            if code != 0:
+                return {"error": f"llmc bench --throughput exited {code}: {tail}"}
+            result = json.loads(out.read_text())["throughput"]
+            return {**result, "step": result["elapsed"] / result["output_tokens"]}
+        return fn
+
     def hf(mode: str, batch: int, output_len: int, iters: int):
         def fn():
             code, tail = run([py, __file__, "--hf-worker", str(ckpt), mode, str(batch), str(INPUT_LEN),
@@ -276,6 +293,7 @@ def main() -> None:
     stage("build", 60, build)
     stage("llmc_b1", 30, llmc_bench(1, 10))
     stage(f"llmc_b{BATCH}", 30, llmc_bench(BATCH, 10))
+    stage("llmc_engine_b1", 30, llmc_engine(1024))
     stage("hf_eager", 60, hf("eager", 1, 32, 2))
     stage("hf_compile_b1", 120, hf("compile", 1, OUTPUT_LEN, 3))
     stage(f"hf_compile_b{BATCH}", 120, hf("compile", BATCH, OUTPUT_LEN, 3))
@@ -299,6 +317,7 @@ def table(r: dict) -> list[str]:
     rows = [
         ("llmc", b1.get("decode_step_median"), get(f"llmc_b{BATCH}", "latency", "avg_latency"),
          get("llmc_b1", "load", "process_to_ready_s"), "process start to ready"),
+        ("llmc engine (overlap)", get("llmc_engine_b1", "step"), None, None, "1 request, 1024 tokens, prefill included"),
         ("HF eager", get("hf_eager", "decode_step_median"), None, get("hf_eager", "load_s"), "from_pretrained"),
         ("HF static + compile", get("hf_compile_b1", "decode_step_median"),
          get(f"hf_compile_b{BATCH}", "latency_median"), get("hf_compile_b1", "first_call_s"), "first generate (compile)"),
@@ -316,7 +335,7 @@ def table(r: dict) -> list[str]:
         lines.append(f"{name:22} {ms(step):>17} {x(step, floor):>8} {ms(lat):>20} "
                      f"{(f'{startup:.1f}' if startup else 'n/a'):>10}  ({what})")
     ours, ours8 = rows[0][1], rows[0][2]
-    for name, step, lat, *_ in rows[1:]:
+    for name, step, lat, *_ in rows[2:]:
         lines.append(f"llmc vs {name}: decode {x(step, ours).strip()} faster, batch {BATCH} {x(lat, ours8).strip()} faster")
     for name in r.get("not_run", []):
         lines.append(f"not run (budget): {name}")
