@@ -64,15 +64,13 @@ def fp8_gemv_kernel(
 
 
 def _gemv_launch(q, scales, weight, weight_scale, bias, group, fp8):
-    # per channel: 4 rows of W by up to 2048 columns a step (8 KB), as the 16-bit gemv's measured
-    # rule; per group, a step cannot pass the group: BLOCK_N the largest that still gives two
-    # programs per multiprocessor, an 8 KB weight tile
+    # BLOCK_N: the largest that still gives two programs per multiprocessor; an 8 KB weight tile.
+    # (Tried: the 16-bit gemv's thin slices, 4 rows by 2048 columns. On an H200 Llama-3.1-8B's FP8
+    # down_proj took 1020 against 917 us per decode step, and the whole graph 3.47 against 3.38 ms.)
     n, k = weight.shape
-    if group:
-        block_n = next((b for b in (64, 32, 16, 8) if triton.cdiv(n, b) >= 2 * current_launch_context().num_sms), 8)
-        block_k = min(group, 8192 // block_n)
-    else:
-        block_n, block_k = 4, min(2048, max(16, triton.next_power_of_2(k)))
+    sizes = (64, 32, 16, 8)
+    block_n = next((b for b in sizes if triton.cdiv(n, b) >= 2 * current_launch_context().num_sms), sizes[-1])
+    block_k = min(group, 8192 // block_n) if group else max(16, min(8192 // block_n, triton.next_power_of_2(k)))
     meta = dict(N=n, K=k, HAS_BIAS=bias is not None, GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k)
     w = weight if fp8 else weight.view(torch.uint8)
     return Launch(fp8_gemv_kernel, (triton.cdiv(n, block_n),), (q, scales, w, weight_scale, bias, Out(0)), meta,

@@ -9,9 +9,18 @@ WORK=${WORK:-/tmp/pw}; OUT=${OUT:-/tmp/out}; mkdir -p $WORK $OUT
 T0=$(date +%s); DEADLINE=${DEADLINE_S:-540}
 left() { echo $(( DEADLINE - ($(date +%s) - T0) )); }
 (setsid nohup bash benchmarks/h200/prepare.sh > $WORK/prepare.log 2>&1 &)
+# prepare.sh makes its checkpoints on the GPU: no timing while one is being made (or while a
+# measuring process holds the GPU's memory, which made the MoE checkpoint fail once)
 timeout 90 python3 -m pytest -q -p no:cacheprovider -n 6 tests/gpu/test_kernels_gpu.py tests/gpu/test_moe_gpu.py \
   tests/gpu/test_fp8_kernels_gpu.py tests/gpu/test_logprobs_gpu.py 2>&1 | tail -3
-ready() { for _ in $(seq 1 $2); do [ -f $WORK/$1/bundle-sm90/manifest.json ] && return 0; [ $(left) -lt 30 ] && break; sleep 1; done; echo "$1: no bundle in time"; return 1; }
+checkpoints_done() { ! pgrep -f -- "--make-checkpoint" > /dev/null; }
+ready() {
+  for _ in $(seq 1 $2); do
+    [ -f $WORK/$1/bundle-sm90/manifest.json ] && checkpoints_done && return 0
+    [ $(left) -lt 30 ] && break; sleep 1
+  done
+  echo "$1: no bundle in time (or a checkpoint still being made)"; return 1
+}
 measure() {  # model dir, peer_compare args, extra stages to skip
   [ $(left) -gt 60 ] || { echo "$1: skipped (deadline)"; return; }
   python3 benchmarks/peer_compare.py --work $WORK --budget-s $(( $(left) - 20 )) $2 --skip "hf_eager,hf_compile_b8${3:-}" 2>&1 | sed -n '/ on NVIDIA/,$p'
