@@ -83,9 +83,9 @@ class TensorParallelBackend:
     def launch(self, plan_name: str, feed=(), *wants, **kw_wants):
         """`wants` (logits, logprobs, ...): what rank 0 copies back; the workers copy back nothing."""
         self._check()
-        payload = pack_inputs(self.local.inputs(plan_name))
+        step = pack_inputs(self.local.inputs(plan_name))
         return self._together(lambda: self.local.launch(plan_name, feed, *wants, **kw_wants),
-                              ("launch", plan_name, payload, list(feed)))
+                              ("launch", plan_name, step, list(feed)))
 
     def wait(self, handle):
         self._check()

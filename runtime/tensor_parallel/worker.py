@@ -1,9 +1,10 @@
 """A worker process: rank r of a tensor-parallel bundle. It opens its own backend on rank r's
 weights and then launches whatever plan rank 0 sends, with rank 0's inputs, until told to close.
 
-Messages from rank 0: ("join",) once every rank passed its checks; ("launch", plan name, payload, feed);
-("run", plan name, inputs); ("close",). To rank 0: ("checked",), ("ready", num_kv_blocks), or
-("error", one line) just before exiting with code 1. A worker whose rank 0 is gone exits.
+Messages from rank 0: ("join",) once every rank passed its checks; ("launch", plan name, step, feed),
+`step` the rows of its inputs that the step uses (inputs.py); ("run", plan name, inputs); ("close",).
+To rank 0: ("checked",), ("ready", num_kv_blocks), or ("error", one line) just before exiting with
+code 1. A worker whose rank 0 is gone exits.
 """
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ def _serve(backend, conn, bundle) -> None:
         message = conn.recv()
         kind = message[0]
         if kind == "launch":
-            _, plan_name, payload, feed = message
-            unpack_inputs(payload, backend.inputs(plan_name))
+            _, plan_name, step, feed = message
+            unpack_inputs(step, backend.inputs(plan_name))
             handle = backend.launch(plan_name, feed, False)
             if pending is not None:
                 backend.wait(pending)
