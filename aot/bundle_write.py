@@ -61,8 +61,11 @@ def write_bundle(out: Path, c: BundleContents) -> dict:
     i = c.compiled.planned.lowered.fused.ingested
     spec, config, target = i.spec, i.config, i.target
     with BundleWriter(out) as w:
-        for rel, weights in weight_files(c):
-            w.write_safetensors(rel, [_entry(name, weight) for name, weight in weights.items()])
+        files = {rel: [_entry(name, weight) for name, weight in weights.items()] for rel, weights in weight_files(c)}
+        if len(files) > 1:  # the ranks' files side by side: one weight's shards one after another, sharing its load
+            w.write_safetensors_side_by_side(files)
+        else:
+            w.write_safetensors(*next(iter(files.items())))
         for name, plan in sorted(c.plans.items()):
             w.write_json(f"plans/{name}.json", plan)
         w.write_json("impls.lock.json", {"nodes": dict(sorted(c.compiled.planned.lowered.lock.items()))})
@@ -98,10 +101,13 @@ def write_bundle(out: Path, c: BundleContents) -> dict:
 
 def weight_files(c: BundleContents) -> list[tuple[str, dict]]:
     """(file, its weights): weights/model.safetensors, or with tensor parallelism one such file per rank
-    (weights/rank<r>/model.safetensors), written a rank at a time, each tensor sharded as it is written."""
+    (weights/rank<r>/model.safetensors), the same names in each, each tensor sharded as it is written."""
     ranks = c.compiled.planned.lowered.fused.rank_weights
     if not ranks:
         return [("weights/model.safetensors", c.weights)]
+    for r, weights in enumerate(ranks):  # so the files' tensors line up and each weight is loaded once
+        if [(n, w.dtype) for n, w in weights.items()] != [(n, w.dtype) for n, w in ranks[0].items()]:
+            raise AssertionError(f"tensor-parallel rank {r}'s weights differ from rank 0's in names or dtypes")
     return [(f"weights/rank{r}/model.safetensors", weights) for r, weights in enumerate(ranks)]
 
 

@@ -129,7 +129,7 @@ def trace_stage(ingested: Ingested) -> Traced:
     i = ingested
     if i.tensor_parallel_size == 1:
         return Traced(i, model.trace(i.spec, i.weights))
-    return Traced(i, model.trace(i.rank_spec, rank_weights(i.weights, i.spec, 0, i.tensor_parallel_size), i.tensor_parallel_size))
+    return Traced(i, model.trace(i.rank_spec, rank_weights(i.weights, i.spec, i.tensor_parallel_size)[0], i.tensor_parallel_size))
 
 
 def fuse_stage(traced: Traced) -> Fused:
@@ -140,8 +140,7 @@ def fuse_stage(traced: Traced) -> Fused:
         return Fused(i, traced.graph, weights, tuple(log))
     # each rank's weights go through the same passes (merged q/k/v of its shards, ...); the graphs must agree
     ranks = []
-    for rank in range(i.tensor_parallel_size):
-        weights = rank_weights(i.weights, i.spec, rank, i.tensor_parallel_size)
+    for rank, weights in enumerate(rank_weights(i.weights, i.spec, i.tensor_parallel_size)):
         graph = traced.graph if rank == 0 else model.trace(i.rank_spec, weights, i.tensor_parallel_size)
         log = run_passes(graph, weights)
         if rank and graph.code != traced.graph.code:

@@ -100,22 +100,46 @@ def shard(name: str, tensor: torch.Tensor, spec: ModelSpec, rank: int, size: int
     return parts[0].contiguous() if len(parts) == 1 else torch.cat(parts, dim=rule.dim)
 
 
-def rank_weights(weights: dict, spec: ModelSpec, rank: int, size: int) -> dict:
-    """Rank `rank`'s IR parameters: each a lazy shard of the whole one, plus the rank's vocab start."""
-    out = {name: sharded(name, weight, spec, rank, size) for name, weight in weights.items()}
-    if size > 1:
+def rank_weights(weights: dict, spec: ModelSpec, size: int) -> tuple[dict, ...]:
+    """Every rank's IR parameters: each a lazy shard of the whole one, plus the rank's vocab start. The ranks'
+    shards of one weight share one load of it (`_Whole`), so a build reads each checkpoint tensor once."""
+    if size == 1:
+        return (dict(weights),)
+    wholes = {name: _Whole(weight, size) for name, weight in weights.items()}
+    ranks = []
+    for rank in range(size):
+        out = {name: sharded(name, whole, spec, rank, size) for name, whole in wholes.items()}
         start = torch.tensor([rank * spec.vocab_size // size], dtype=torch.int32)
-        out[VOCAB_START] = Weight((1,), torch.int32, lambda: start, f"vocab start of rank {rank}/{size}")
-    return out
+        out[VOCAB_START] = Weight((1,), torch.int32, lambda start=start: start, f"vocab start of rank {rank}/{size}")
+        ranks.append(out)
+    return tuple(ranks)
 
 
-def sharded(name: str, weight, spec: ModelSpec, rank: int, size: int):
-    """A Weight for rank `rank`'s part of `weight`: its shape now, its data when the writer loads it."""
-    if size == 1 or rule_for(name).kind == "replicate":
-        return weight
+class _Whole:
+    """A whole weight that `size` ranks cut their shards from: loaded by the first rank that needs it and kept
+    until every rank has taken it (the writer makes the ranks' shards of one weight one after another), so
+    memory holds one weight, not one per rank. A rank that takes it again starts a fresh load."""
+
+    def __init__(self, weight, size: int):
+        self.weight, self.size, self.tensor, self.taken = weight, size, None, set()
+
+    def take(self, rank: int) -> torch.Tensor:
+        if self.tensor is None or rank in self.taken:
+            self.tensor, self.taken = load(self.weight), set()
+        tensor = self.tensor
+        self.taken.add(rank)
+        if len(self.taken) == self.size:
+            self.tensor, self.taken = None, set()
+        return tensor
+
+
+def sharded(name: str, whole: _Whole, spec: ModelSpec, rank: int, size: int) -> Weight:
+    """A Weight for rank `rank`'s part of the whole weight: its shape now, its data when the writer loads it."""
+    weight, doc = whole.weight, getattr(whole.weight, "doc", "tensor")
+    if rule_for(name).kind == "replicate":
+        return Weight(tuple(weight.shape), weight.dtype, lambda: whole.take(rank), doc)
     meta = shard(name, torch.empty(tuple(weight.shape), dtype=weight.dtype, device="meta"), spec, rank, size)
-    doc = getattr(weight, "doc", "tensor")
-    return Weight(tuple(meta.shape), weight.dtype, lambda: shard(name, load(weight), spec, rank, size).contiguous(),
+    return Weight(tuple(meta.shape), weight.dtype, lambda: shard(name, whole.take(rank), spec, rank, size).contiguous(),
                   f"shard({doc}, rank {rank}/{size})")
 
 

@@ -13,6 +13,7 @@ import math
 import os
 import struct
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Callable
 
@@ -53,29 +54,45 @@ def header(entries: list[Entry]) -> bytes:
 
 def write(path: str | os.PathLike, entries: list[Entry]) -> tuple[str, int]:
     """Write the file; return its sha256 and size, computed while writing."""
-    entries = ordered(entries)
-    digest, size = hashlib.sha256(), 0
+    return write_side_by_side([path], [entries])[0]
+
+
+def write_side_by_side(paths: list[str | os.PathLike], files: list[list[Entry]]) -> list[tuple[str, int]]:
+    """Write several files at once: every header, then each file's first tensor, then each one's second, ...
+    (the tensor-parallel ranks' shards of one weight one after another, so they can share one load of it).
+    Each file's bytes are those `write` makes of it alone; return each one's sha256 and size."""
+    files = [ordered(entries) for entries in files]
+    digests, sizes = [hashlib.sha256() for _ in paths], [0] * len(paths)
     # a second thread hashes each slice while this one writes it (both release the GIL); a tensor is
     # dropped only once it is hashed, so memory stays one tensor
-    with open(path, "wb") as f, ThreadPoolExecutor(1) as hasher:
-        for chunk in _chunks(entries):
-            hashed = [hasher.submit(digest.update, piece) for piece in _slices(chunk)]
-            f.write(chunk)
-            size += len(chunk)
+    with ExitStack() as stack, ThreadPoolExecutor(1) as hasher:
+        outs = [stack.enter_context(open(path, "wb")) for path in paths]
+        for k, chunk in _chunks(files):
+            hashed = [hasher.submit(digests[k].update, piece) for piece in _slices(chunk)]
+            outs[k].write(chunk)
+            sizes[k] += len(chunk)
             for h in hashed:
                 h.result()
-    return digest.hexdigest(), size
+            del chunk, hashed
+    return [(digest.hexdigest(), size) for digest, size in zip(digests, sizes)]
 
 
 def _slices(data: memoryview) -> list[memoryview]:
     return [data[i:i + SLICE] for i in range(0, len(data), SLICE)] or [data]
 
 
-def _chunks(entries: list[Entry]):
-    yield header(entries)
-    for e in entries:
-        data = memoryview(e.data()).cast("B")
-        if len(data) != e.nbytes:
-            raise ValueError(f"tensor {e.name!r}: {len(data)} bytes made, its shape {list(e.shape)} of {e.dtype} needs {e.nbytes}")
-        yield data
-        del data
+def _chunks(files: list[list[Entry]]):
+    # (file index, bytes): the headers, then the files' tensors position by position
+    for k, entries in enumerate(files):
+        yield k, header(entries)
+    for position in range(max(map(len, files), default=0)):
+        for k, entries in enumerate(files):
+            if position < len(entries):
+                yield k, _data(entries[position])
+
+
+def _data(e: Entry) -> memoryview:
+    data = memoryview(e.data()).cast("B")
+    if len(data) != e.nbytes:
+        raise ValueError(f"tensor {e.name!r}: {len(data)} bytes made, its shape {list(e.shape)} of {e.dtype} needs {e.nbytes}")
+    return data

@@ -147,6 +147,11 @@ class BundleWriter:
         """Stream tensors (`safetensors_stream.Entry`) into one file, digesting it while it is written."""
         self._digests[relpath] = safetensors_stream.write(self.path_for(relpath), entries)
 
+    def write_safetensors_side_by_side(self, files: dict[str, list]) -> None:
+        """Stream several safetensors files at once, position by position (`safetensors_stream.write_side_by_side`)."""
+        paths = [self.path_for(relpath) for relpath in files]
+        self._digests.update(zip(files, safetensors_stream.write_side_by_side(paths, list(files.values()))))
+
     # ---- finishing ----------------------------------------------------------------------------
 
     def commit(self, manifest_fields: dict) -> dict:

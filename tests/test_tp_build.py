@@ -4,6 +4,7 @@ sharding rules applied to the single-rank bundle's, for every family; bad N is o
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 import safetensors.torch
@@ -96,3 +97,24 @@ def test_a_size_that_does_not_divide_is_one_line_naming_the_field(tmp_path, voca
     assert len(lines) == 1 and lines[0].startswith("error: config.json: ") and field in lines[0], result.output
     assert f"--tensor-parallel-size {heads_size}" in lines[0]
     assert not out.exists() and not list(tmp_path.glob("bundle.tmp-*"))
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_writing_the_ranks_reads_each_checkpoint_tensor_once(tmp_path, monkeypatch, family):
+    # the ranks' files are written side by side and the shards of one weight share its load: not one read per rank
+    from safetensors import safe_open
+
+    from llmc.aot.build import build
+    from llmc.aot.bundle_write import contents, write_bundle
+    from llmc.aot.config import BuildConfig
+    from llmc.aot.weights import Source
+    from tp_checkpoints import BUILD
+
+    model = make_tp_checkpoint(family, tmp_path / "hf")
+    compiled = build(model, tmp_path / "unused", BuildConfig(tensor_parallel_size=4, **BUILD), stop_after="compile")
+    c = contents(compiled)  # the self-test runs the whole model, loading its weights: not the writer's reads
+    reads, read_into = Counter(), Source.read_into
+    monkeypatch.setattr(Source, "read_into", lambda s, out: (reads.update([s.name]), read_into(s, out))[1])
+    write_bundle(tmp_path / "tp", c)
+    with safe_open(str(model / "model.safetensors"), "pt") as f:
+        assert reads == Counter(f.keys())

@@ -93,6 +93,21 @@ def test_each_tensors_bytes_are_made_once_in_file_order(tmp_path):
     assert calls == ["m", "z", "a"]
 
 
+
+def test_files_side_by_side_are_each_as_written_alone_their_tensors_made_position_by_position(tmp_path):
+    calls = []
+    files = [{f"{k}.{name}": _random(dtype, (k + 2, 3), 3 * k + i) for i, (name, dtype) in enumerate(tensors)}
+             for k, tensors in enumerate([[("b", torch.float32), ("a", torch.int8)],
+                                          [("b", torch.float32), ("a", torch.int8), ("c", torch.int8)],
+                                          [("b", torch.float32)]])]
+    paths = [tmp_path / f"{k}.safetensors" for k in range(len(files))]
+    got = safetensors_stream.write_side_by_side(paths, [[_entry(n, t, calls) for n, t in f.items()] for f in files])
+    for path, tensors, (sha, size) in zip(paths, files, got):
+        data = path.read_bytes()
+        assert data == safetensors.torch.save(tensors)
+        assert (sha, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert calls == ["0.b", "1.b", "2.b", "0.a", "1.a", "1.c"]
+
 def test_nbytes_is_elements_times_width():
     entry = Entry("w", "BF16", (3, 5), lambda: memoryview(b""))
     assert entry.nbytes == 30
