@@ -233,6 +233,21 @@ def test_engine_generation_is_the_same_with_preemption(case):
     assert a == b and len(a) == 16  # seeded sampling on the GPU is reproducible
 
 
+def test_logit_edits_reach_the_gpu_and_leave_nothing_behind(case):
+    """The sparse inputs (logit edits) are copied only when a step uses them: a biased request is
+    biased, and the neutral requests after it decode as a fresh engine does (no stale edits)."""
+    from llmc.runtime import Engine, SamplingParams
+
+    _, bundle, backend, _, _ = case
+    neutral = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+    prompts = [PROMPT, PROMPT[::-1]]
+    before = [c.token_ids for c in Engine(bundle, backend).generate(prompts, neutral)]
+    engine = Engine(bundle, backend)
+    biased = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True, logit_bias={7: 100.0})
+    assert engine.generate([PROMPT], biased)[0].token_ids == [7] * 12
+    assert [c.token_ids for c in engine.generate(prompts, neutral)] == before
+
+
 if __name__ == "__main__":  # prebuild bundles to carry to the GPU machine
     import argparse
 
