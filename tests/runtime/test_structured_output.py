@@ -82,3 +82,12 @@ def test_the_mask_allows_exactly_the_constraint(compiler):
 def test_bad_constraints_are_user_errors(compiler, kind, value, words):
     with pytest.raises(UserError, match=words):
         compiler.matcher(Constraint(kind, value))
+
+
+def test_a_constraint_past_llguidances_limits_is_refused_not_compiled(compiler):
+    """llguidance's parser limits (its defaults) bound what one request may make the server compile:
+    a schema past them is a user error naming the field, raised before any matcher exists."""
+    wide = {"type": "object", "properties": {f"k{i}": {"type": "array", "items": {"type": "object", "properties": {
+        f"j{j}": {"type": "string", "pattern": "[a-z]{3,900}"} for j in range(30)}}} for i in range(60)}}
+    with pytest.raises(UserError, match="json_schema: .*too large"):
+        compiler.matcher(Constraint("json_schema", {"anyOf": [wide] * 50}))
