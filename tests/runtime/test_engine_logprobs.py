@@ -5,30 +5,24 @@ requests, with prefix caching on and off, with a prompt longer than a step's log
 prefill is chunked by rows) and with preemption (prompt logprobs are reported once).
 """
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from llmc.aot.build import BuildConfig, build
 from llmc.errors import UserError
 from llmc.runtime import Engine, SamplingParams
+from zen_bundles import build_zen, one_torch_thread
 
-ZEN = Path(__file__).resolve().parents[2] / "examples" / "zen-llama"
 PROMPT = "Beautiful is better than ugly. Explicit is better than implicit. Simple is"
 TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("logprobs") / "zen.llmc"
-    build(ZEN, out, BuildConfig(target="cpu", dtype="float32", max_batch_size=4, max_seq_len=128, kv_block_size=16),
-          use_cache=False)
-    yield out
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield build_zen(tmp_path_factory.mktemp("logprobs") / "zen.llmc", use_cache=False, max_batch_size=4,
+                        max_seq_len=128)
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["prefix-caching", "no-prefix-caching"])

@@ -5,30 +5,24 @@ computation of vLLM's rules, then the sample op's native function with the same 
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from llmc.aot.build import BuildConfig, build
 from llmc.aot.ir import OPS
 from llmc.runtime import Engine, SamplingParams
 from llmc.runtime.sampling_params import uniform_draw
+from zen_bundles import build_zen, one_torch_thread
 
-ZEN = Path(__file__).resolve().parents[2] / "examples" / "zen-llama"
 EOS = 1
 PROMPT = "Beautiful is better than ugly. Explicit is"
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("logit_processing") / "zen.llmc"
-    build(ZEN, out, BuildConfig(target="cpu", dtype="float32", max_batch_size=4, max_seq_len=128, kv_block_size=16))
-    yield out
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield build_zen(tmp_path_factory.mktemp("logit_processing") / "zen.llmc", max_batch_size=4, max_seq_len=128)
 
 
 @pytest.fixture(scope="module")

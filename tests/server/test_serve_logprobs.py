@@ -1,35 +1,30 @@
 """logprobs, top_logprobs and echo through the server, with the official openai client, against
 log_softmax of the engine's own logits (`Engine.score`) on a CPU bundle of examples/zen-llama."""
 
-from pathlib import Path
 
 import numpy as np
 import openai
 import pytest
 import torch
 
-from llmc.aot.build import BuildConfig, build
 from llmc.runtime import Engine, SamplingParams
 from llmc.runtime.server import create_app
 from serve_harness import running_server
+from zen_bundles import build_zen, one_torch_thread
 
-ZEN_CHECKPOINT = Path(__file__).parents[2] / "examples" / "zen-llama"
 PROMPT = "Beautiful is better than ugly. Explicit is"
 TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("serve_logprobs") / "zen.llmc"
-    build(ZEN_CHECKPOINT, out, BuildConfig(target="cpu", dtype="float32", max_batch_size=4, max_seq_len=128,
-                                           kv_block_size=16), use_cache=False)
-    served, offline = Engine.load(out, device="cpu"), Engine.load(out, device="cpu")
-    yield served, offline
-    served.close()
-    offline.close()
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        out = build_zen(tmp_path_factory.mktemp("serve_logprobs") / "zen.llmc", use_cache=False, max_batch_size=4,
+                        max_seq_len=128)
+        served, offline = Engine.load(out, device="cpu"), Engine.load(out, device="cpu")
+        yield served, offline
+        served.close()
+        offline.close()
 
 
 @pytest.fixture(scope="module")

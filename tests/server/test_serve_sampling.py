@@ -72,20 +72,15 @@ def test_values_reach_the_engine(fake):
 
 @pytest.fixture(scope="module")
 def zen(tmp_path_factory):
-    import torch
-
-    from llmc.aot.build import BuildConfig, build
     from llmc.runtime import Engine
+    from zen_bundles import build_zen, one_torch_thread
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("serve_sampling") / "zen.llmc"
-    build(ZEN, out, BuildConfig(target="cpu", dtype="float32", max_batch_size=4, max_seq_len=256, kv_block_size=16))
-    engine = Engine.load(out, device="cpu")
-    with running_server(create_app(engine, model_name="zen", chat_template=TEMPLATE)) as served:
-        yield client(served.url)
-    engine.close()
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        engine = Engine.load(build_zen(tmp_path_factory.mktemp("serve_sampling") / "zen.llmc", max_batch_size=4,
+                                       max_seq_len=256), device="cpu")
+        with running_server(create_app(engine, model_name="zen", chat_template=TEMPLATE)) as served:
+            yield client(served.url)
+        engine.close()
 
 
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["ok", "n"],

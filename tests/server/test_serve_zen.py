@@ -14,14 +14,12 @@ import httpx
 from prom import metric
 import openai
 import pytest
-import torch
 
-from llmc.aot.build import BuildConfig, build
 from llmc.runtime import Engine, SamplingParams
 from llmc.runtime.server import create_app
 from serve_harness import free_port, running_server, sigterm_drains
+from zen_bundles import build_zen, one_torch_thread
 
-ZEN_CHECKPOINT = Path(__file__).parents[2] / "examples" / "zen-llama"
 
 
 def zen_lines() -> list[str]:
@@ -39,20 +37,14 @@ def zen_prompts(count: int) -> list[str]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The CPU backend on a shared CI machine: extra threads spin against other work, several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def torch_on_one_thread():
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
 def zen_bundle(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("serve") / "zen.llmc"
-    build(ZEN_CHECKPOINT, out, BuildConfig(target="cpu", dtype="float32", max_batch_size=8, max_seq_len=256,
-                                           kv_block_size=16))
-    return out
+    return build_zen(tmp_path_factory.mktemp("serve") / "zen.llmc", max_batch_size=8, max_seq_len=256)
 
 
 @pytest.fixture(scope="module")
