@@ -6,7 +6,6 @@ penalties, logit_bias and token masks before and after neutral steps."""
 from __future__ import annotations
 
 from multiprocessing.reduction import ForkingPickler
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from llmc.runtime.runner import PADS
 from llmc.runtime.sparse_inputs import NEUTRAL, live_edits, masked_rows
 from llmc.runtime.tensor_parallel.inputs import StepInputs, pack_inputs, unpack_inputs
 
-ZEN = Path(__file__).resolve().parents[2] / "examples" / "zen-llama"
 QWEN3_VOCAB = 151936
 
 
@@ -91,13 +89,11 @@ def test_a_payload_of_another_plan_is_refused():
 @pytest.fixture(scope="module")
 def zen(tmp_path_factory):
     pytest.importorskip("transformers")
-    from llmc.aot.build import BuildConfig, build
+    from zen_bundles import build_zen
 
     root = tmp_path_factory.mktemp("tp_sparse")
     for n in (1, 2):
-        build(ZEN, root / f"zen-tp{n}.llmc", BuildConfig(target="cpu", dtype="float32", tensor_parallel_size=n,
-                                                        max_batch_size=4, max_seq_len=128, kv_block_size=16),
-              use_cache=False)
+        build_zen(root / f"zen-tp{n}.llmc", use_cache=False, tensor_parallel_size=n, max_batch_size=4, max_seq_len=128)
     return root
 
 
