@@ -49,11 +49,19 @@ def contents(compiled: Compiled) -> BundleContents:
 
 def _whole_model(fused: Fused) -> Fused:
     """The self-test's reference for a tensor-parallel build: the unsharded model's graph (one process
-    cannot run the ranks' collectives), which the ranks together must match."""
+    cannot run the ranks' collectives), which the ranks together must match: its FP8 linears round their
+    activations as the ranks do (`per_rank_activations`)."""
     from . import model
+    from .passes import PassContext, apply_rules, run_passes
+    from .passes.fp8_linears import per_rank_activations
 
+    size = fused.ingested.tensor_parallel_size
     i = dataclasses.replace(fused.ingested, config=dataclasses.replace(fused.ingested.config, tensor_parallel_size=1))
-    return Fused(i, model.trace(i.spec, i.weights), dict(i.weights), ())
+    graph, weights = model.trace(i.spec, i.weights), dict(i.weights)
+    run_passes(graph, weights, stop_after="fp8_linears")
+    apply_rules(graph, per_rank_activations(size), PassContext(weights))
+    graph.recompile()
+    return Fused(i, graph, weights, ())
 
 
 def write_bundle(out: Path, c: BundleContents) -> dict:

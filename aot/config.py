@@ -40,8 +40,6 @@ class BuildConfig:
             raise UserError(f"--quantize {self.quantize!r} is not supported; choose fp8")
         if not isinstance(self.tensor_parallel_size, int) or not 1 <= self.tensor_parallel_size <= 64:
             raise UserError(f"--tensor-parallel-size must be an integer from 1 to 64, got {self.tensor_parallel_size!r}")
-        if self.tensor_parallel_size > 1 and self.quantize:
-            raise UserError("--quantize fp8 with --tensor-parallel-size above 1 is not supported yet; drop one of them")
         if self.max_num_batched_tokens < self.max_batch_size:
             raise UserError("--max-num-batched-tokens must be at least --max-batch-size")
 

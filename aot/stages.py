@@ -14,8 +14,6 @@ from typing import Callable
 
 import torch.fx
 
-from llmc.errors import UserError
-
 from . import ingest, model
 from .build_key import build_key, toolchain_versions
 from .config import BuildConfig
@@ -25,7 +23,7 @@ from .passes import run_passes
 from .quantize import Scheme, build_scheme
 from .plan import MetaRun, buckets, lower_bucket, meta_run, plan_bucket, with_kernel_ids
 from .spec import ModelSpec
-from .tensor_parallel import check_divisible, rank_spec, rank_weights
+from .tensor_parallel import check_divisible, check_fp8_groups, rank_spec, rank_weights
 from .target import Target
 from .weights import constant
 
@@ -113,8 +111,7 @@ def ingest_stage(model_dir: Path, config: BuildConfig, target: Target) -> Ingest
     max_seq_len = min(config.max_seq_len, spec.max_position_embeddings)
     scheme = build_scheme(model_dir, config.quantize, target)
     if scheme is not None and config.tensor_parallel_size > 1:
-        raise UserError("config.json: an FP8 checkpoint with --tensor-parallel-size above 1 is not supported yet; "
-                        "build it with --tensor-parallel-size 1")
+        check_fp8_groups(spec, config.tensor_parallel_size, scheme.group_size)
     checkpoint = ingest.scan_checkpoint(model_dir)
     weights = ingest.read_weights(model_dir, spec, ingest.DTYPES[dtype], checkpoint)
     if config.quantize:

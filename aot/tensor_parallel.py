@@ -4,8 +4,11 @@ Column-parallel layers (q/k/v, gate/up, experts' gate/up) split their output row
 ones (o, down, experts' down) split their input columns, and only rank 0 keeps their bias, since
 an all-reduce sums the ranks' partial outputs. Embedding and LM head split the vocabulary. KV heads
 split across ranks, or, with fewer KV heads than ranks, each KV head is held by size/heads ranks.
-Everything else (norms, router, rope tables) is replicated. Each rule reads one tensor, so
-sharding is one more per-tensor transform of the streamed weights.
+An FP8 linear's weight_scale ([N, 1] per channel, [N, K/G] block-wise) follows its weight: a column-
+parallel one's rows split as the weight's rows do; a row-parallel one's per-channel scale is whole on
+every rank and a block-wise one's column groups split as the weight's columns do (each rank's K/size
+must be whole groups). Everything else (norms, router, rope tables) is replicated. Each rule reads one
+tensor, so sharding is one more per-tensor transform of the streamed weights.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 
 from llmc.errors import LlmcError, UserError
 
+from .fp8_weights import ScaleWeight
 from .spec import ModelSpec
 from .weights import Weight, load
 
@@ -26,23 +30,24 @@ VOCAB_START = "embed_tokens.vocab_start"  # per-rank [1] int32: the first vocabu
 
 @dataclass(frozen=True)
 class Rule:
-    kind: str  # replicate | column | row | vocab | row_bias
+    kind: str  # replicate | column | row | vocab | row_bias | row_scale
     dim: int = 0
     segments: tuple[str, ...] = ("all",)  # along `dim`, each split on its own: q | kv | all | half
 
 
 # IR weight name -> rule; the first pattern that matches wins, and a weight no pattern matches is an error.
 RULES: tuple[tuple[str, Rule], ...] = (
-    (r"layers\.\d+\.q_proj\.(weight|bias)", Rule("column", 0, ("q",))),
-    (r"layers\.\d+\.[kv]_proj\.(weight|bias)", Rule("column", 0, ("kv",))),
-    (r"layers\.\d+\.qkv_proj\.(weight|bias)", Rule("column", 0, ("q", "kv", "kv"))),
-    (r"layers\.\d+\.(gate|up)_proj\.(weight|bias)", Rule("column", 0)),
-    (r"layers\.\d+\.gate_up_proj\.(weight|bias)", Rule("column", 0, ("half", "half"))),
+    (r"layers\.\d+\.q_proj\.(weight|weight_scale|bias)", Rule("column", 0, ("q",))),
+    (r"layers\.\d+\.[kv]_proj\.(weight|weight_scale|bias)", Rule("column", 0, ("kv",))),
+    (r"layers\.\d+\.qkv_proj\.(weight|weight_scale|bias)", Rule("column", 0, ("q", "kv", "kv"))),
+    (r"layers\.\d+\.(gate|up)_proj\.(weight|weight_scale|bias)", Rule("column", 0)),
+    (r"layers\.\d+\.gate_up_proj\.(weight|weight_scale|bias)", Rule("column", 0, ("half", "half"))),
     (r"layers\.\d+\.experts\.gate_up_proj", Rule("column", 1, ("half", "half"))),
     (r"layers\.\d+\.o_proj\.weight", Rule("row", 1, ("q",))),
     (r"layers\.\d+\.down_proj\.weight", Rule("row", 1)),
     (r"layers\.\d+\.experts\.down_proj", Rule("row", 2)),
     (r"layers\.\d+\.(o|down)_proj\.bias", Rule("row_bias")),
+    (r"layers\.\d+\.(o|down)_proj\.weight_scale", Rule("row_scale", 1)),  # [N, 1] whole, [N, K/G] by groups
     (r"(embed_tokens|lm_head)\.weight", Rule("vocab", 0)),
     (r"(layers\.\d+\.)?\w*norm\.weight|layers\.\d+\.router\.weight|rope\..*", Rule("replicate")),
 )
@@ -72,6 +77,18 @@ def check_divisible(spec: ModelSpec, size: int) -> None:
         raise UserError(f"config.json: num_key_value_heads {kv} and --tensor-parallel-size {size}: one must divide the other")
 
 
+def check_fp8_groups(spec: ModelSpec, size: int, group: int) -> None:
+    """Block-wise FP8 (`group` > 0): a row-parallel linear's K/size input columns per rank must be whole groups."""
+    needs = [("num_attention_heads", spec.num_q_heads, spec.q_size, "o_proj")]
+    if not spec.moe_layers or not all(spec.moe_layers):
+        needs.append(("intermediate_size", spec.intermediate_size, spec.intermediate_size, "down_proj"))
+    for field, value, columns, layer in needs:
+        if group and (columns // size) % group:
+            raise UserError(f"config.json: {field} {value} split over --tensor-parallel-size {size} gives each rank "
+                            f"{columns // size} input columns of {layer}, not whole blocks of "
+                            f"quantization_config.weight_block_size {group}")
+
+
 def rank_spec(spec: ModelSpec, size: int) -> ModelSpec:
     """The dims one rank computes with (vocab_size stays whole: the logits are gathered)."""
     if size == 1:
@@ -90,6 +107,10 @@ def shard(name: str, tensor: torch.Tensor, spec: ModelSpec, rank: int, size: int
         return tensor
     if rule.kind == "row_bias":
         return tensor if rank == 0 else torch.zeros_like(tensor)
+    if rule.kind == "row_scale" and tensor.shape[1] == 1:  # per channel: a row's scale holds for all its columns
+        return tensor
+    if rule.kind == "row_scale" and tensor.shape[1] % size:
+        raise LlmcError(f"{name}: {tensor.shape[1]} column groups do not split across {size} ranks")
     total = tensor.shape[rule.dim]
     sizes = _segment_sizes(rule.segments, total, spec)
     parts, start = [], 0
@@ -139,8 +160,11 @@ def sharded(name: str, whole: _Whole, spec: ModelSpec, rank: int, size: int) -> 
     if rule_for(name).kind == "replicate":
         return Weight(tuple(weight.shape), weight.dtype, lambda: whole.take(rank), doc)
     meta = shard(name, torch.empty(tuple(weight.shape), dtype=weight.dtype, device="meta"), spec, rank, size)
-    return Weight(tuple(meta.shape), weight.dtype, lambda: shard(name, whole.take(rank), spec, rank, size).contiguous(),
+    part = Weight(tuple(meta.shape), weight.dtype, lambda: shard(name, whole.take(rank), spec, rank, size).contiguous(),
                   f"shard({doc}, rank {rank}/{size})")
+    if isinstance(weight, ScaleWeight):  # the fp8 passes read a scale's group_size
+        return ScaleWeight(part.shape, part.dtype, part.make, part.doc, weight.group_size)
+    return part
 
 
 def _segment_sizes(segments: tuple[str, ...], total: int, spec: ModelSpec) -> list[int]:

@@ -83,9 +83,10 @@ def quantize_layout(tensors: dict, layout: str, block: int = 128) -> tuple[dict,
     return out, dequantized
 
 
-def make_fp8_checkpoint(family: str, root: Path, layout: str, block: int = 128) -> tuple[Path, Path, dict]:
-    """(16-bit checkpoint, FP8 checkpoint of it in `layout`, HF name -> dequantized float32 linear weight)."""
-    src = make_checkpoint(family, root / "bf16", dtype=torch.bfloat16)
+def make_fp8_checkpoint(family: str, root: Path, layout: str, block: int = 128, **overrides) -> tuple[Path, Path, dict]:
+    """(16-bit checkpoint, FP8 checkpoint of it in `layout`, HF name -> dequantized float32 linear weight);
+    `overrides` change the family's config (vocab_size, ...)."""
+    src = make_checkpoint(family, root / "bf16", dtype=torch.bfloat16, **overrides)
     dst = root / f"fp8-{layout}"
     shutil.copytree(src, dst)
     tensors = safetensors.torch.load_file(str(src / "model.safetensors"))

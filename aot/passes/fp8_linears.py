@@ -4,9 +4,13 @@
 `<name>.weight_scale`, see `aot/fp8_weights.py`). The merge and prologue stages mirror
 merge_linears and fuse_linear_prologue for the FP8 ops: concatenating rows of weights and of
 their per-row scales is exact, and the norm or gated activation feeds the activation quantizer.
+`per_rank_activations` is no build stage: it makes the whole model a tensor-parallel self-test's reference.
 """
 
-from ..weights import concat, shape_of
+import torch
+
+from ..tensor_parallel import rule_for
+from ..weights import Weight, concat, load, shape_of
 from .merge_linears import _merged_name, merged_split
 from .rewrite import PassContext, Rule, add_weight, call, is_getitem, is_op, item, weight_name
 
@@ -80,3 +84,23 @@ PROLOGUE = [
     Rule("fp8_linear", _norm_fp8_linear, "fp8_linear(rms_norm(x [+ r])) -> fp8_norm_linear(x, r)", inherit_name=True),
     Rule("fp8_linear", _silu_mul_fp8_linear, "fp8_linear(silu_and_mul(x)) -> fp8_silu_mul_linear(x)", inherit_name=True),
 ]
+
+
+def per_rank_activations(size: int) -> list[Rule]:
+    """Rules making the whole model round activations as `size` tensor-parallel ranks do: each rank quantizes its
+    own K/size columns of a token for a row-parallel (o/down) per-token linear, which is block-wise with G = K/size
+    and every row's scale repeated per block."""
+
+    def rewrite(node, ctx: PassContext):
+        # fp8_linear(x, W8, s, b, 0) -> fp8_linear(x, W8, [s] * size, b, K/size), W8 row-parallel
+        x, weight, scale, bias, group = node.args
+        name = weight_name(weight)
+        if group or size == 1 or name is None or rule_for(name).kind != "row":
+            return None
+        (n, k), whole = shape_of(ctx.params[name]), ctx.params[weight_name(scale)]
+        wide = Weight((n, size), torch.float32, lambda: load(whole).expand(n, size), f"per_rank({whole.doc})")
+        scales = add_weight(node.graph, ctx, name.removesuffix(".weight") + ".weight_scale_per_rank", wide)
+        return call(node.graph, "fp8_linear", x, weight, scales, bias, k // size)
+
+    return [Rule("fp8_linear", rewrite, "fp8_linear(x, W8, s, b, 0) -> fp8_linear(x, W8, [s] * size, b, K/size)",
+                 inherit_name=True)]

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from llmc.aot.spec import ModelSpec
-from llmc.aot.tensor_parallel import check_divisible, rank_spec, rule_for, shard
+from llmc.aot.ir.ops.fp8 import dequantize_fp8, quantize_fp8
+from llmc.aot.tensor_parallel import check_divisible, check_fp8_groups, rank_spec, rule_for, shard
 from llmc.errors import LlmcError, UserError
 
 H, HD, I, V = 48, 8, 40, 96
@@ -33,7 +34,9 @@ def shards(name, tensor, s, size):
     ("layers.0.o_proj.bias", "row_bias", 0), ("embed_tokens.weight", "vocab", 0), ("lm_head.weight", "vocab", 0),
     ("layers.0.input_layernorm.weight", "replicate", 0), ("layers.0.q_norm.weight", "replicate", 0),
     ("norm.weight", "replicate", 0), ("layers.0.router.weight", "replicate", 0), ("rope.cos_sin", "replicate", 0),
-    ("layers.0.pre_feedforward_layernorm.weight", "replicate", 0),
+    ("layers.0.pre_feedforward_layernorm.weight", "replicate", 0), ("layers.0.qkv_proj.weight_scale", "column", 0),
+    ("layers.0.k_proj.weight_scale", "column", 0), ("layers.0.gate_up_proj.weight_scale", "column", 0),
+    ("layers.0.o_proj.weight_scale", "row_scale", 1), ("layers.0.down_proj.weight_scale", "row_scale", 1),
 ])
 def test_each_weight_kind_has_its_rule(name, kind, dim):
     rule = rule_for(name)
@@ -147,3 +150,32 @@ def test_moe_intermediate_must_divide():
     with pytest.raises(UserError, match="moe_intermediate_size"):
         check_divisible(s, 4)
     check_divisible(spec(moe=True), 4)
+
+
+@pytest.mark.parametrize("group", [0, 2])
+@pytest.mark.parametrize("name, rows, cols", [("qkv_proj", 8 * HD + 2 * 2 * HD, H), ("gate_up_proj", 2 * I, H),
+                                              ("o_proj", H, 8 * HD), ("down_proj", H, I)])
+@pytest.mark.parametrize("size", [2, 4])
+def test_fp8_scales_follow_their_weights(name, rows, cols, group, size):
+    # dequantize(shard(W8), shard(s)) == shard(dequantize(W8, s)): each rank's scales are its weight's
+    s = spec()
+    w8, scale = quantize_fp8(torch.randn(rows, cols), group)
+    if not group:
+        scale = scale.reshape(rows, 1)
+    whole = dequantize_fp8(w8, scale, group)
+    for rank in range(size):
+        w = f"layers.0.{name}.weight"
+        part = dequantize_fp8(shard(w, w8, s, rank, size), shard(f"layers.0.{name}.weight_scale", scale, s, rank, size), group)
+        assert torch.equal(part, shard(w, whole, s, rank, size)), f"{name} group {group} rank {rank}"
+
+
+@pytest.mark.parametrize("change, group, field", [
+    (dict(intermediate_size=40), 8, "intermediate_size 40"),  # 10 columns a rank
+    (dict(num_q_heads=4, num_kv_heads=2), 32, "num_attention_heads 4"),  # 16 columns a rank
+])
+def test_fp8_blocks_must_split_into_whole_groups(change, group, field):
+    with pytest.raises(UserError, match=f"{field} split over --tensor-parallel-size 4 .*weight_block_size {group}"):
+        check_fp8_groups(dataclasses.replace(spec(), **change), 4, group)
+    check_fp8_groups(spec(), 2, 4)
+    check_fp8_groups(dataclasses.replace(spec(moe=True), intermediate_size=40), 4, 16)  # no dense down_proj
+    check_fp8_groups(spec(), 4, 0)  # per-channel scales are whole on every rank
