@@ -33,6 +33,19 @@ def test_no_item_one_item_or_one_worker_runs_here_in_order(items, workers):
     assert got == [(i, (n, os.getpid())) for i, n in enumerate(items)]
 
 
+@pytest.mark.parametrize("cpus, forks", [(1, False), (2, True)])
+def test_two_workers_fork_and_no_count_means_one_per_cpu(monkeypatch, cpus, forks):
+    import llmc.aot.compile_pool as compile_pool
+
+    monkeypatch.setattr(compile_pool, "cpu_count", lambda: cpus)
+    got = []
+    pool_map(lambda n: os.getpid(), [0, 1, 2, 3], None, lambda i, pid: got.append(pid))
+    assert len(got) == 4 and (os.getpid() not in got) == forks
+    got.clear()
+    pool_map(lambda n: os.getpid(), [0, 1], 2, lambda i, pid: got.append(pid))
+    assert os.getpid() not in got
+
+
 def test_a_worker_error_reaches_the_caller():
     def check(n):
         if n == 2:
