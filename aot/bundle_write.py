@@ -58,9 +58,10 @@ def _whole_model(fused: Fused) -> Fused:
     size = fused.ingested.tensor_parallel_size
     i = dataclasses.replace(fused.ingested, config=dataclasses.replace(fused.ingested.config, tensor_parallel_size=1))
     graph, weights = model.trace(i.spec, i.weights), dict(i.weights)
-    run_passes(graph, weights, stop_after="fp8_linears")
-    apply_rules(graph, per_rank_activations(size), PassContext(weights))
-    graph.recompile()
+    if i.quantization is not None:
+        run_passes(graph, weights, stop_after="fp8_linears")
+        apply_rules(graph, per_rank_activations(size), PassContext(weights))
+        graph.recompile()
     return Fused(i, graph, weights, ())
 
 

@@ -40,6 +40,10 @@ STEP_INPUTS = {
 }
 
 
+# docs/FORMAT.md's padding of the step inputs' unused entries; every other input pads with 0
+INPUT_PADS = {"slot_mapping": -1, "top_p": 1.0, "logprob_token_ids": -1, "num_logprobs": -1, "logit_edit_index": -1}
+
+
 def step_input_shapes(t: int, b: int, r: int, max_blocks_per_seq: int, vocab: int) -> dict[str, list[int]]:
     """Each step input's shape in a plan of T tokens, B sequences and R logits rows."""
     e = logit_edit_capacity(r)

@@ -251,33 +251,31 @@ def main() -> None:
                          left() - 10, work / "build.log")
         return {"path": str(bundle)} if code == 0 else {"error": f"llmc build exited {code}: {tail}"}
 
-    def llmc_bench(batch: int, iters: int):
+    def llmc_cli_bench(label: str, args: list[str], read):
+        """A stage running `llmc bench BUNDLE ARGS --output-json`; `read` makes its result of the JSON."""
         def fn():
             if "error" in results.get("build", {}):
                 return {"error": "no bundle"}
-            out = work / f"llmc_b{batch}.json"
-            code, tail = run(bench + [str(bundle), "--batch-size", str(batch), "--input-len", str(INPUT_LEN),
-                                      "--output-len", str(OUTPUT_LEN), "--num-iters-warmup", "3", "--num-iters",
-                                      str(iters), "--verify", "fast", "--output-json", str(out)],
-                             left() - 10, work / f"llmc_b{batch}.log")
-            return json.loads(out.read_text()) if code == 0 else {"error": f"llmc bench exited {code}: {tail}"}
+            out = work / f"{label}.json"
+            code, tail = run(bench + [str(bundle), *args, "--output-json", str(out)], left() - 10, work / f"{label}.log")
+            return read(json.loads(out.read_text())) if code == 0 else {"error": f"llmc bench exited {code}: {tail}"}
         return fn
+
+    def llmc_bench(batch: int, iters: int):
+        return llmc_cli_bench(f"llmc_b{batch}", ["--batch-size", str(batch), "--input-len", str(INPUT_LEN), "--output-len",
+                                                  str(OUTPUT_LEN), "--num-iters-warmup", "3", "--num-iters", str(iters),
+                                                  "--verify", "fast"], lambda result: result)
 
     def llmc_engine(output_len: int):
         """One request through the engine as `llmc run` serves it (next step prepared while one runs):
         the wall time per output token, prefill included."""
-        def fn():
-            if "error" in results.get("build", {}):
-                return {"error": "no bundle"}
-            out = work / "llmc_engine_b1.json"
-            code, tail = run(bench + [str(bundle), "--throughput", "--num-prompts", "1", "--max-concurrency", "1",
-                                      "--input-len", str(INPUT_LEN), "--output-len", str(output_len), "--verify", "none",
-                                      "--output-json", str(out)], left() - 10, work / "llmc_engine_b1.log")
-            if code != 0:
-                return {"error": f"llmc bench --throughput exited {code}: {tail}"}
-            result = json.loads(out.read_text())["throughput"]
-            return {**result, "step": result["elapsed"] / result["output_tokens"]}
-        return fn
+        def per_token(result):
+            tp = result["throughput"]
+            return {**tp, "step": tp["elapsed"] / tp["output_tokens"]}
+
+        return llmc_cli_bench("llmc_engine_b1", ["--throughput", "--num-prompts", "1", "--max-concurrency", "1",
+                                                 "--input-len", str(INPUT_LEN), "--output-len", str(output_len),
+                                                 "--verify", "none"], per_token)
 
     def hf(mode: str, batch: int, output_len: int, iters: int):
         def fn():

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from llmc.artifacts.plan_schema import INPUT_PADS
 from llmc.errors import LlmcError
 
 from .logprobs import row_entry
@@ -32,9 +33,6 @@ from .sampler import Sampler
 from .scheduler import SchedulerOutput
 from .sequence import PENDING
 
-PADS = {"input_ids": 0, "positions": 0, "slot_mapping": -1, "seq_lens": 0, "logits_indices": 0,
-        "temperature": 0.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "uniform": 0.0,
-        "logit_edit_index": -1, "logit_edit_values": 0.0, "bitmask_on": 0, "logprob_token_ids": -1, "num_logprobs": -1}
 SAMPLING_INPUTS = ("temperature", "top_k", "top_p", "min_p", "uniform")
 
 
@@ -174,7 +172,7 @@ class ModelRunner:
         n, prev = len(values), self._extent.get(id(array), len(array))  # first use: pad it all
         array[:n] = values
         if prev > n:
-            array[n:prev] = PADS[key]
+            array[n:prev] = INPUT_PADS.get(key, 0)
         self._extent[id(array)] = n
 
     def _put_tables(self, tables: np.ndarray, seqs) -> None:
@@ -215,7 +213,7 @@ class ModelRunner:
         self._put_logprob_rows(v, [], [])
         for key in SAMPLING_INPUTS:
             if key in v:
-                self._put(v, key, [PADS[key]] * count)
+                self._put(v, key, [INPUT_PADS.get(key, 0)] * count)
         self._put_tables(v["block_tables"], [seq])
         self._last_rows = {}
         _, logits = self.backend.wait(self.backend.launch(plan["name"], [], True))

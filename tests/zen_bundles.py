@@ -3,22 +3,11 @@ tests run on. On a shared CI machine extra threads spin against other work, seve
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
-import torch
+from llmc.aot.selftest import one_thread as one_torch_thread
 
 ZEN = Path(__file__).resolve().parents[1] / "examples" / "zen-llama"
-
-
-@contextlib.contextmanager
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def build_zen(out: Path, *, use_cache: bool = True, **config) -> Path:

@@ -10,14 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from llmc.artifacts.manifest import DTYPES
-from llmc.artifacts.plan_schema import LOGPROB_OUTPUTS
+from llmc.artifacts.plan_schema import INPUT_PADS, LOGPROB_OUTPUTS
 from llmc.errors import BundleError
 from llmc.runtime.sparse_inputs import NEUTRAL
 
 CPU_KV_BYTES = 2 << 30  # the default KV pool on the cpu backend
 
-# FORMAT.md's padding; every other input pads with 0
-PADS = {"slot_mapping": -1, "top_p": 1.0, "logprob_token_ids": -1, "num_logprobs": -1, "logit_edit_index": -1}
 
 
 class CpuBackend:
@@ -111,7 +109,7 @@ class CpuBackend:
         if views is None:
             plan = self._plan(plan_name)
             views = self._inputs[plan_name] = {
-                key: np.full(spec["shape"], PADS.get(key, 0), dtype=spec["dtype"]) for key, spec in plan["inputs"].items()
+                key: np.full(spec["shape"], INPUT_PADS.get(key, 0), dtype=spec["dtype"]) for key, spec in plan["inputs"].items()
             }
         return views
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .cuda_driver import Driver, query_device
-from .gpu import KV_RESERVE, PAD_VALUES, GpuBackend, PlanState, as_bundle, checked_driver  # noqa: F401  (re-exported)
+from .gpu import KV_RESERVE, GpuBackend, PlanState, as_bundle, checked_driver  # noqa: F401  (re-exported)
 
 
 class CudaBackend(GpuBackend):

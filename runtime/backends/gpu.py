@@ -21,7 +21,7 @@ import threading
 import time
 
 from llmc.artifacts.manifest import DTYPES
-from llmc.artifacts.plan_schema import LOGPROB_OUTPUTS
+from llmc.artifacts.plan_schema import INPUT_PADS, LOGPROB_OUTPUTS
 from llmc.errors import BundleError
 from llmc.runtime.compat import check_compat
 from llmc.runtime.sparse_inputs import NEUTRAL
@@ -36,8 +36,6 @@ from .gpu_steps import GpuSteps, PlanState
 
 KV_RESERVE = 256 << 20  # bytes left free after the KV pool: graph executables, driver needs
 MAX_KV_BLOCKS = 1 << 21  # bounds the host's block bookkeeping; real models reach memory first
-# FORMAT.md's padding; every other input pads with 0
-PAD_VALUES = {"slot_mapping": -1, "top_p": 1.0, "logprob_token_ids": -1, "num_logprobs": -1, "logit_edit_index": -1}
 
 
 def checked_driver(driver_cls, query_device, backend: str, manifest: dict, device_index: int, driver_module):
@@ -171,7 +169,7 @@ class GpuBackend(GpuSteps):
         for name, state in self.plans.items():  # a warm-up run checks every launch; then capture
             for views in state.slot_views:
                 for key, view in views.items():
-                    view.fill(PAD_VALUES.get(key, 0))
+                    view.fill(INPUT_PADS.get(key, 0))
             self._execute_checked(state, "warming up")
             if state.plan["kind"] == "decode" or capture_prefill:
                 state.graph = capture_graph(drv, self.stream, state.launches, name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-PADS = {"slot_mapping": -1, "top_p": 1.0, "logprob_token_ids": -1, "num_logprobs": -1}
+from llmc.artifacts.plan_schema import INPUT_PADS
 
 
 class NullBackend:
@@ -14,7 +14,7 @@ class NullBackend:
     def __init__(self, bundle, num_kv_blocks: int, token: int = 5):
         self.num_kv_blocks, self.token = num_kv_blocks, token
         self.plans = {name: bundle.plan(name) for name in bundle.plans()}
-        self._inputs = {name: {k: np.full(s["shape"], PADS.get(k, 0), dtype=s["dtype"]) for k, s in p["inputs"].items()}
+        self._inputs = {name: {k: np.full(s["shape"], INPUT_PADS.get(k, 0), dtype=s["dtype"]) for k, s in p["inputs"].items()}
                         for name, p in self.plans.items()}
         self._tokens = {name: np.full(p["num_logits"], token, dtype=np.int32) for name, p in self.plans.items()}
         self.load_summary = {"kv_blocks": num_kv_blocks}

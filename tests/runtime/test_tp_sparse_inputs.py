@@ -9,8 +9,7 @@ from multiprocessing.reduction import ForkingPickler
 
 import numpy as np
 import pytest
-from llmc.artifacts.plan_schema import step_input_specs
-from llmc.runtime.runner import PADS
+from llmc.artifacts.plan_schema import INPUT_PADS, step_input_specs
 from llmc.runtime.sparse_inputs import NEUTRAL, live_edits, masked_rows
 from llmc.runtime.tensor_parallel.inputs import StepInputs, pack_inputs, unpack_inputs
 
@@ -20,7 +19,7 @@ QWEN3_VOCAB = 151936
 def _views(rows: int, vocab: int = 211, max_blocks: int = 7) -> dict[str, np.ndarray]:
     """A decode plan's input arrays of `rows` rows, as a backend first hands them out."""
     specs = step_input_specs(rows, rows, rows, max_blocks, vocab)
-    return {key: np.full(spec["shape"], PADS.get(key, 0), spec["dtype"]) for key, spec in specs.items()}
+    return {key: np.full(spec["shape"], INPUT_PADS.get(key, 0), spec["dtype"]) for key, spec in specs.items()}
 
 
 def _message_bytes(views: dict) -> int:
